@@ -1,0 +1,165 @@
+"""Tests of the deformable convolution modules and the normalisation layers."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dereverb.nn import CumulativeLayerNorm, DeformableConv1d, DeformConv1d, GlobalLayerNorm, OffsetPredictor
+from dereverb.ops import deform_conv1d
+
+
+@pytest.mark.parametrize(("groups", "bias"), [(1, True), (4, False), (2, True)])
+def test_deform_conv1d_initialises_like_conv1d(groups, bias):
+    torch.manual_seed(3)
+    ref = nn.Conv1d(4, 8, 3, padding=1, groups=groups, bias=bias)
+    torch.manual_seed(3)
+    layer = DeformConv1d(4, 8, 3, padding=1, groups=groups, bias=bias)
+    torch.testing.assert_close(layer.weight, ref.weight, rtol=0, atol=0)
+    assert (layer.bias is None) == (ref.bias is None)
+    if bias:
+        torch.testing.assert_close(layer.bias, ref.bias, rtol=0, atol=0)
+
+
+def test_deform_conv1d_repr():
+    layer = DeformConv1d(16, 16, 3, padding="same", dilation=4, groups=16, bias=False)
+    expected = "DeformConv1d(16, 16, kernel_size=3, stride=1, padding=same, dilation=4, groups=16, bias=False)"
+    assert repr(layer) == expected
+    assert "DeformConv1d(2, 3, kernel_size=5, stride=2)" == repr(DeformConv1d(2, 3, 5, stride=2))
+
+
+def test_deform_conv1d_module_delegates_to_the_function(device):
+    layer = DeformConv1d(6, 6, 3, padding="same", dilation=2, groups=3).to(device)
+    x = torch.randn(2, 6, 30, device=device)
+    offset = torch.randn(2, 2 * 3, 30, device=device)
+    mask = torch.rand(2, 2 * 3, 30, device=device)
+    expected = deform_conv1d(x, offset, layer.weight, layer.bias, 1, "same", 2, 3, mask)
+    torch.testing.assert_close(layer(x, offset, mask), expected, rtol=0, atol=0)
+
+
+def test_bad_module_arguments_are_refused():
+    with pytest.raises(ValueError, match="groups=3 must divide in_channels=4"):
+        DeformConv1d(4, 6, 3, groups=3)
+    with pytest.raises(ValueError, match="padding"):
+        DeformConv1d(4, 4, 3, padding="full")
+    with pytest.raises(ValueError, match="offset_groups=3 must be >= 1 and divide channels=4"):
+        OffsetPredictor(4, 3, offset_groups=3)
+    with pytest.raises(ValueError, match="causal=True needs a causal norm"):
+        DeformableConv1d(4, 4, 3, causal=True)
+
+
+@pytest.mark.parametrize(
+    ("offset_groups", "modulation", "stride"), [(1, False, 1), (8, False, 1), (2, True, 1), (1, False, 2)]
+)
+def test_untrained_deformable_layer_is_the_plain_convolution(device, offset_groups, modulation, stride):
+    padding = "same" if stride == 1 else 2
+    layer = DeformableConv1d(
+        8,
+        8,
+        3,
+        stride=stride,
+        padding=padding,
+        dilation=2,
+        groups=8,
+        offset_groups=offset_groups,
+        modulation=modulation,
+    ).to(device)
+    x = torch.randn(3, 8, 41, device=device)
+    y, offset, mask = layer.forward_with_offsets(x)
+    plain = F.conv1d(x, layer.conv.weight, layer.conv.bias, stride=stride, padding=2, dilation=2, groups=8)
+    assert y.shape == plain.shape
+    assert offset.shape == (3, offset_groups * 3, plain.shape[-1])
+    assert torch.count_nonzero(offset) == 0
+    if modulation:
+        torch.testing.assert_close(mask, torch.ones_like(mask))
+    else:
+        assert mask is None
+    torch.testing.assert_close(y, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer(x), y, rtol=0, atol=0)
+
+
+def test_zero_initialised_predictor_still_learns(device):
+    """The offsets start at integer positions; the one-sided derivative there must reach the
+    predictor's zero-initialised last layer, otherwise training could never move the taps."""
+    layer = DeformableConv1d(4, 4, 3, groups=4).to(device)
+    x = torch.randn(2, 4, 64, device=device)
+    layer(x).pow(2).sum().backward()
+    grad = layer.offset_predictor.pointwise.weight.grad
+    assert grad is not None
+    assert grad.abs().sum() > 0
+
+
+def test_offsets_are_learnable_end_to_end(device):
+    """Gradient descent on a free offset recovers a fractional delay of 2.3 samples."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, 200, device=device, dtype=torch.float64).cumsum(-1) / 10  # smooth-ish signal
+    w = torch.ones(1, 1, 1, device=device, dtype=torch.float64)
+    target = deform_conv1d(x, torch.full((1, 1, 200), 2.3, device=device, dtype=torch.float64), w)
+    delay = torch.zeros(1, device=device, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([delay], lr=0.1)
+    for _ in range(200):
+        opt.zero_grad()
+        out = deform_conv1d(x, delay.view(1, 1, 1).expand(1, 1, 200), w)
+        loss = (out - target)[..., :190].pow(2).mean()
+        loss.backward()
+        opt.step()
+    assert abs(delay.item() - 2.3) < 0.02
+
+
+def test_max_offset_bounds_the_offsets(device):
+    layer = OffsetPredictor(4, 3, max_offset=2.0).to(device)
+    with torch.no_grad():
+        layer.pointwise.bias.fill_(100.0)
+    offset, _ = layer(torch.randn(2, 4, 20, device=device))
+    assert offset.max() <= 2.0
+    assert offset.min() > 1.9
+
+
+def _random_predictor(layer: DeformableConv1d) -> None:
+    """Give the (zero-initialised) predictor random weights, so the offsets are not zero."""
+    with torch.no_grad():
+        layer.offset_predictor.pointwise.weight.normal_(0, 3.0)
+        layer.offset_predictor.pointwise.bias.normal_(0, 3.0)
+
+
+def test_causal_layer_never_reads_the_future(device):
+    layer = DeformableConv1d(4, 4, 3, dilation=2, groups=4, causal=True, norm="cLN", modulation=True).to(device)
+    _random_predictor(layer)
+    x = torch.randn(1, 4, 60, device=device)
+    y, offset, _ = layer.forward_with_offsets(x)
+    assert offset.abs().max() > 1  # the taps really move
+    for s in (10, 31, 59):
+        x2 = x.clone()
+        x2[..., s:] = torch.randn_like(x2[..., s:]) * 100
+        y2 = layer(x2)
+        torch.testing.assert_close(y2[..., :s], y[..., :s], rtol=0, atol=0)
+        assert not torch.allclose(y2[..., s:], y[..., s:])
+
+
+def test_non_causal_layer_does_read_the_future(device):
+    """Guards the causal test above: the same check must fail for a non-causal layer."""
+    layer = DeformableConv1d(4, 4, 3, dilation=2, groups=4).to(device)
+    _random_predictor(layer)
+    x = torch.randn(1, 4, 60, device=device)
+    x2 = x.clone()
+    x2[..., 31:] += 10
+    assert not torch.allclose(layer(x2)[..., :31], layer(x)[..., :31])
+
+
+def test_global_layer_norm_statistics(device):
+    x = torch.randn(3, 5, 40, device=device) * 4 + 2
+    y = GlobalLayerNorm(5).to(device)(x)
+    torch.testing.assert_close(y.mean((1, 2)), torch.zeros(3, device=device), rtol=0, atol=1e-5)
+    torch.testing.assert_close(y.var((1, 2), unbiased=False), torch.ones(3, device=device), rtol=0, atol=1e-4)
+
+
+def test_cumulative_layer_norm_is_causal_and_matches_global_norm_on_prefixes(device):
+    x = torch.randn(2, 5, 30, device=device) * 3 - 1
+    cln, gln = CumulativeLayerNorm(5).to(device), GlobalLayerNorm(5).to(device)
+    y = cln(x)
+    for t in (1, 7, 30):
+        # frame t-1 of cLN uses the statistics of frames 0..t-1, i.e. gLN of the prefix
+        torch.testing.assert_close(y[..., t - 1], gln(x[..., :t])[..., t - 1], rtol=1e-4, atol=1e-4)
+    x2 = x.clone()
+    x2[..., 12:] = 50.0
+    torch.testing.assert_close(cln(x2)[..., :12], y[..., :12], rtol=0, atol=0)
