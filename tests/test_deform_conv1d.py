@@ -325,7 +325,7 @@ ZERO_GRID = [(s, p) for s in (1, 2, 3) for p in (0, 1, 3, "same", "valid") if no
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("groups", [1, 2, 6], ids=["g1", "g2", "depthwise"])
 @pytest.mark.parametrize("dilation", [1, 2], ids=["d1", "d2"])
-@pytest.mark.parametrize("k", [3, 4], ids=["k3-same-even", "k4-same-odd"])
+@pytest.mark.parametrize("k", [3, 4], ids=["k3", "k4"])  # "same" total: even for K = 3, odd for K = 4, d = 1
 @pytest.mark.parametrize(("stride", "padding"), ZERO_GRID, ids=str)
 def test_zero_offsets_equal_conv1d(device, stride, padding, k, dilation, groups, dtype):
     """With zero offsets (no mask) the result is ``F.conv1d`` for every geometry, incl. odd/even "same".
@@ -691,115 +691,42 @@ def test_low_precision_forward_backward(device, dtype, offset_dtype):
 # ----------------------------------------------------------------------------------------------
 
 
-def _t(*shape, device):
-    return torch.zeros(*shape, device=device)
+def _err(case_id, match, x=(2, 4, 10), off=(2, 3, 8), w=(4, 4, 3), b=None, m=None, **kwargs):
+    """One shape-error case; by default input [2, 4, 10], K = 3, L_out = 8 and valid shapes everywhere else."""
+    return pytest.param(x, off, w, b, m, kwargs, match, id=case_id)
 
 
 SHAPE_ERRORS = [
-    # (id, input, offset, weight, bias, mask, kwargs, match)
-    (
-        "offset-wrong-L_out",
-        (2, 4, 10),
-        (2, 3, 9),
-        (4, 4, 3),
-        None,
-        None,
-        {"padding": 1},
-        r"\[2, offset_groups \* 3, 10\].*got \[2, 3, 9\]",
-    ),
-    (
-        "offset-wrong-batch",
-        (2, 4, 10),
-        (1, 3, 8),
-        (4, 4, 3),
-        None,
-        None,
-        {},
-        r"\[2, offset_groups \* 3, 8\].*got \[1, 3, 8\]",
-    ),
-    (
-        "offset-channels-not-multiple-of-K",
-        (2, 4, 10),
-        (2, 4, 8),
-        (4, 4, 3),
-        None,
-        None,
-        {},
-        r"offset_groups \* 3.*got \[2, 4, 8\]",
-    ),
-    ("offset-not-3d", (2, 4, 10), (2, 24), (4, 4, 3), None, None, {}, r"\[2, offset_groups \* 3, 8\].*got \[2, 24\]"),
-    (
-        "offset-groups-not-dividing-C_in",
-        (2, 4, 10),
-        (2, 9, 8),
-        (4, 4, 3),
-        None,
-        None,
-        {},
-        r"9 channels = 3 offset groups.*C_in=4",
-    ),
-    ("mask-shape", (2, 4, 10), (2, 3, 8), (4, 4, 3), None, (2, 3, 7), {}, r"\[2, 3, 8\].*got \[2, 3, 7\]"),
-    ("mask-channels", (2, 4, 10), (2, 6, 8), (4, 4, 3), None, (2, 3, 8), {}, r"\[2, 6, 8\].*got \[2, 3, 8\]"),
-    (
-        "weight-vs-groups",
-        (2, 4, 10),
-        (2, 3, 8),
-        (4, 4, 3),
-        None,
-        None,
-        {"groups": 2},
-        r"\[C_out, 2, K\].*C_in=4.*groups=2.*got \[4, 4, 3\]",
-    ),
-    ("weight-vs-C_in", (2, 4, 10), (2, 3, 8), (4, 3, 3), None, None, {}, r"\[C_out, 4, K\].*got \[4, 3, 3\]"),
-    (
-        "groups-not-dividing-C_out",
-        (2, 4, 10),
-        (2, 3, 8),
-        (3, 2, 3),
-        None,
-        None,
-        {"groups": 2},
-        r"groups=2.*C_in=4.*C_out=3",
-    ),
-    ("weight-not-3d", (2, 4, 10), (2, 3, 8), (4, 12), None, None, {}, r"\[C_out, C_in / groups, K\].*got \[4, 12\]"),
-    ("bias-shape", (2, 4, 10), (2, 3, 8), (4, 4, 3), (3,), None, {}, r"bias of shape \[4\], got \[3\]"),
-    ("bias-2d", (2, 4, 10), (2, 3, 8), (4, 4, 3), (4, 1), None, {}, r"bias of shape \[4\], got \[4, 1\]"),
-    ("input-2d", (4, 10), (2, 3, 8), (4, 4, 3), None, None, {}, r"\[B, C_in, L\], got \[4, 10\]"),
-    ("input-4d", (1, 2, 4, 10), (2, 3, 8), (4, 4, 3), None, None, {}, r"\[B, C_in, L\], got \[1, 2, 4, 10\]"),
-    (
-        "kernel-longer-than-input",
-        (2, 4, 4),
-        (2, 3, 1),
-        (4, 4, 3),
-        None,
-        None,
-        {"dilation": 3},
-        r"length 4.*\(0, 0\).*extent 7",
-    ),
-    (
-        "kernel-longer-than-padded-input",
-        (2, 4, 1),
-        (2, 4, 1),
-        (4, 4, 4),
-        None,
-        None,
-        {"padding": 1},
-        r"length 1.*\(1, 1\).*extent 4",
+    _err("offset-wrong-L_out", r"\[2, offset_groups \* 3, 10\].*got \[2, 3, 9\]", off=(2, 3, 9), padding=1),
+    _err("offset-wrong-batch", r"\[2, offset_groups \* 3, 8\].*got \[1, 3, 8\]", off=(1, 3, 8)),
+    _err("offset-channels-not-multiple-of-K", r"offset_groups \* 3.*got \[2, 4, 8\]", off=(2, 4, 8)),
+    _err("offset-not-3d", r"\[2, offset_groups \* 3, 8\].*got \[2, 24\]", off=(2, 24)),
+    _err("offset-groups-not-dividing-C_in", r"9 channels = 3 offset groups.*C_in=4", off=(2, 9, 8)),
+    _err("mask-length", r"\[2, 3, 8\].*got \[2, 3, 7\]", m=(2, 3, 7)),
+    _err("mask-channels", r"\[2, 6, 8\].*got \[2, 3, 8\]", off=(2, 6, 8), m=(2, 3, 8)),
+    _err("weight-vs-groups", r"\[C_out, 2, K\].*C_in=4.*groups=2.*got \[4, 4, 3\]", groups=2),
+    _err("weight-vs-C_in", r"\[C_out, 4, K\].*got \[4, 3, 3\]", w=(4, 3, 3)),
+    _err("groups-not-dividing-C_out", r"groups=2.*C_in=4.*C_out=3", w=(3, 2, 3), groups=2),
+    _err("weight-not-3d", r"\[C_out, C_in / groups, K\].*got \[4, 12\]", w=(4, 12)),
+    _err("bias-length", r"bias of shape \[4\], got \[3\]", b=(3,)),
+    _err("bias-2d", r"bias of shape \[4\], got \[4, 1\]", b=(4, 1)),
+    _err("input-2d", r"\[B, C_in, L\], got \[4, 10\]", x=(4, 10)),
+    _err("input-4d", r"\[B, C_in, L\], got \[1, 2, 4, 10\]", x=(1, 2, 4, 10)),
+    _err("kernel-longer-than-input", r"length 4.*\(0, 0\).*extent 7", x=(2, 4, 4), off=(2, 3, 1), dilation=3),
+    _err(
+        "kernel-longer-than-padded", r"length 1.*\(1, 1\).*extent 4", x=(2, 4, 1), off=(2, 4, 1), w=(4, 4, 4), padding=1
     ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("x_shape", "off_shape", "w_shape", "b_shape", "m_shape", "kwargs", "match"),
-    [pytest.param(*case[1:], id=case[0]) for case in SHAPE_ERRORS],
-)
+@pytest.mark.parametrize(("x_shape", "off_shape", "w_shape", "b_shape", "m_shape", "kwargs", "match"), SHAPE_ERRORS)
 def test_shape_errors(device, x_shape, off_shape, w_shape, b_shape, m_shape, kwargs, match):
     """Inconsistent shapes raise ValueError/RuntimeError stating the expected and the actual sizes."""
-    x = _t(*x_shape, device=device)
-    offset = _t(*off_shape, device=device)
-    weight = _t(*w_shape, device=device)
-    bias = _t(*b_shape, device=device) if b_shape is not None else None
-    mask = _t(*m_shape, device=device) if m_shape is not None else None
+
+    def zeros(shape):
+        return torch.zeros(*shape, device=device) if shape is not None else None
+
+    x, offset, weight, bias, mask = (zeros(shape) for shape in (x_shape, off_shape, w_shape, b_shape, m_shape))
     with pytest.raises((ValueError, RuntimeError), match=match):
         deform_conv1d(x, offset, weight, bias, mask=mask, **kwargs)
 
@@ -829,9 +756,9 @@ def test_shape_errors(device, x_shape, off_shape, w_shape, b_shape, m_shape, kwa
 )
 def test_argument_errors(device, kwargs, match):
     """Invalid padding/stride/dilation/groups raise ValueError naming the offending value."""
-    x = _t(2, 4, 10, device=device)
+    x, offset, weight = (torch.zeros(*shape, device=device) for shape in ((2, 4, 10), (2, 3, 10), (4, 4, 3)))
     with pytest.raises(ValueError, match=match):
-        deform_conv1d(x, _t(2, 3, 10, device=device), _t(4, 4, 3, device=device), **kwargs)
+        deform_conv1d(x, offset, weight, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

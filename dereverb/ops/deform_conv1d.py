@@ -287,7 +287,7 @@ class _Taps:
         )
         shape = (batch, self.groups, self.l_out)
         self._pos = _workspace.get("pos", shape, pos_dtype, device)
-        self._frac = _workspace.get("frac", shape, offset.dtype, device)
+        self._frac = _workspace.get("frac", shape, pos_dtype, device)
         self._left = _workspace.get("left_index", shape, torch.long, device)
         self._right = _workspace.get("right_index", shape, torch.long, device)
 
@@ -298,8 +298,13 @@ class _Taps:
         """
         off = self.offset[:, :, tap]
         pos, frac = self._pos, self._frac
-        torch.floor(off, out=pos)
-        torch.sub(off, pos, out=frac)
+        if off.dtype == pos.dtype:
+            torch.floor(off, out=pos)
+            torch.sub(off, pos, out=frac)
+        else:  # widen first (exact), e.g. bf16 offsets
+            frac.copy_(off)
+            torch.floor(frac, out=pos)
+            frac.sub_(pos)
         # A NaN offset gives a NaN fraction (so a NaN output); its position only has to be valid.
         torch.nan_to_num_(pos, nan=0.0)
         pos.add_(self.base + tap * self.dilation).clamp_(-_PAD, self.length)
