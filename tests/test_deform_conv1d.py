@@ -516,13 +516,18 @@ GRADCHECK_CASES = [
     pytest.param({"c_in": 4, "c_out": 4, "stride": 2, "dilation": 2, "padding": 2, "length": 12}, id="stride2"),
     pytest.param({"c_in": 4, "c_out": 4, "groups": 4, "offset_groups": 2, "padding": 1}, id="depthwise"),
     pytest.param({"c_in": 4, "c_out": 8, "groups": 4, "offset_groups": 4, "k": 2}, id="depthwise-mult2-k2"),
+    # the DTCN's layer (depthwise, shared offsets, no mask) has a backward pass of its own
+    pytest.param({"c_in": 4, "c_out": 4, "groups": 4, "padding": 2, "dilation": 2, "mask": False}, id="dtcn-layer"),
+    pytest.param({"c_in": 6, "c_out": 6, "groups": 6, "offset_groups": 2, "mask": False}, id="depthwise-og2-nomask"),
+    pytest.param({"c_in": 4, "c_out": 4, "groups": 4, "offset_groups": 4, "mask": False}, id="depthwise-og4-nomask"),
 ]
 
 
 @pytest.mark.parametrize("config", GRADCHECK_CASES)
 def test_gradcheck(device, config):
     """Analytic gradients of input, offset, mask, weight and bias all match numerical ones (float64)."""
-    cfg = {"length": 8, "k": 3, "groups": 1, "stride": 1, "padding": 0, "dilation": 1, "offset_groups": 1, **config}
+    cfg = {"length": 8, "k": 3, "groups": 1, "stride": 1, "padding": 0, "dilation": 1, "offset_groups": 1, "mask": True}
+    cfg.update(config)
     l_out = ref_out_len(cfg["length"], cfg["k"], cfg["stride"], cfg["padding"], cfg["dilation"])
     x = randn(2, cfg["c_in"], cfg["length"], device=device).requires_grad_()
     offset = fractional_offsets(2, cfg["offset_groups"] * cfg["k"], l_out, device=device).requires_grad_()
@@ -531,12 +536,13 @@ def test_gradcheck(device, config):
     bias = randn(cfg["c_out"], device=device).requires_grad_()
     kw = {k: cfg[k] for k in ("stride", "padding", "dilation", "groups")}
 
-    def fn(x, offset, weight, bias, mask):
-        return deform_conv1d(x, offset, weight, bias, mask=mask, **kw)
+    def fn(x, offset, weight, bias, *mask):
+        return deform_conv1d(x, offset, weight, bias, mask=mask[0] if mask else None, **kw)
 
     # index_add_ on a GPU accumulates in a nondeterministic order: allow rounding-level differences.
     nondet_tol = 1e-10 if device.type == "cuda" else 0.0
-    assert torch.autograd.gradcheck(fn, (x, offset, weight, bias, mask), nondet_tol=nondet_tol)
+    inputs = (x, offset, weight, bias, mask) if cfg["mask"] else (x, offset, weight, bias)
+    assert torch.autograd.gradcheck(fn, inputs, nondet_tol=nondet_tol)
 
 
 def test_gradients_match_naive_reference_autograd(device):

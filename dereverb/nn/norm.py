@@ -35,6 +35,8 @@ class GlobalLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.numel() == 0:  # an empty batch: nothing to normalise (and no statistics to warn about)
+            return x * self.weight + self.bias
         var, mean = torch.var_mean(x, dim=(1, 2), keepdim=True, unbiased=False)
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 

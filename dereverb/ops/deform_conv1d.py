@@ -328,12 +328,26 @@ def _to_rows(x: Tensor, groups: int) -> Tensor:
     return rows.view(-1, channels // groups)
 
 
+def _copy_to_channels_first(out: Tensor, rows: Tensor) -> Tensor:
+    """``out[b, g, c, t] = rows[b, g, t, c]``: the transposing copy back to channels-first.
+
+    Done in slabs of frames that stay in cache: twice as fast as one ``copy_`` here.
+    """
+    per_group, length = rows.shape[-1], rows.shape[-2]
+    if per_group == 1:
+        return out.copy_(rows.transpose(-1, -2))
+    step = max(64, 2**19 // (per_group * rows.element_size()))
+    for start in range(0, length, step):
+        out[..., start : start + step].copy_(rows[..., start : start + step, :].transpose(-1, -2))
+    return out
+
+
 def _from_rows(rows: Tensor, batch: int, groups: int, length: int) -> Tensor:
     """Inverse of :func:`_to_rows` without the zero rows: ``-> (B, C, L)``, a new tensor."""
     per_group = rows.shape[-1]
     out = rows.new_empty(batch, groups * per_group, length)
     rows = rows.view(batch, groups, length + 2 * _PAD, per_group)[:, :, _PAD:-_PAD]
-    out.view(batch, groups, per_group, length).copy_(rows.transpose(2, 3))
+    _copy_to_channels_first(out.view(batch, groups, per_group, length), rows)
     return out
 
 
@@ -391,19 +405,22 @@ class _DeformConv1d(torch.autograd.Function):
             if not depthwise:
                 acc.baddbmm_(_to_cols(sample, groups), w[..., tap].transpose(1, 2))
             elif tap == 0:
-                torch.mul(sample, w[..., 0], out=acc)
+                if bias is None:
+                    torch.mul(sample, w[..., 0], out=acc)
+                else:  # the bias is added here, saving a pass over the output
+                    torch.addcmul(bias.view(og, 1, cpg), sample, w[..., 0], out=acc)
             else:
                 acc.addcmul_(sample, w[..., tap])
 
         # A new tensor (never a view of the workspace), in the channels-first layout.
         out = x.new_empty(batch, c_out, l_out)
         if depthwise:
-            out.view(batch, og, cpg, l_out).copy_(acc.transpose(2, 3))
+            _copy_to_channels_first(out.view(batch, og, cpg, l_out), acc)
         else:
             out.view(batch, groups, c_out // groups, l_out).copy_(
                 acc.view(groups, batch, l_out, c_out // groups).permute(1, 0, 3, 2)
             )
-        if bias is not None:
+        if bias is not None and not depthwise:
             out.add_(bias.view(1, -1, 1))
         # The rows are a workspace buffer: the backward pass rebuilds them from x, which the
         # graph keeps alive anyway, instead of holding a second copy of every layer's input.
@@ -470,23 +487,35 @@ class _DeformConv1d(torch.autograd.Function):
                 torch.bmm(gy, w[..., tap], out=grad_cols)
                 grad_s = grad_cols.view(groups, batch, l_out, c_in_per_group).permute(1, 2, 0, 3)
                 grad_s = grad_s.reshape(batch, l_out, og, cpg).transpose(1, 2).contiguous()
-            if need_off:
-                torch.mul(grad_s, diff, out=tmp)
-                _sum_channels(tmp, grad_off[:, :, tap])
-                if m is not None:
-                    grad_off[:, :, tap].mul_(m[..., 0])
-            left.addcmul_(diff, frac)  # the interpolated sample, before modulation
-            if need_m:
-                torch.mul(grad_s, left, out=tmp)
-                _sum_channels(tmp, grad_m[:, :, tap])
-            if need_w:
-                if m is not None:
-                    left.mul_(m)
-                if depthwise:
+            if depthwise and m is None and cpg > 1:
+                # The DTCN's case, with one pass fewer: with P = gy * diff,
+                #   d/d offset = sum_c w_c P_c   and   d/d w_c = sum_bt gy_c x[i] + sum_bt f P_c.
+                if need_off or need_w:
+                    torch.mul(gy, diff, out=tmp)
+                if need_off:
+                    grad_off[:, :, tap] = torch.matmul(tmp, w[..., tap].transpose(1, 2)).squeeze(-1)
+                if need_w:
+                    g_w = torch.matmul(frac.transpose(2, 3), tmp).sum(0)
                     torch.mul(gy, left, out=tmp)
-                    grad_w[:, 0, tap] = tmp.sum((0, 2)).view(-1)
-                else:
-                    grad_w[..., tap] = torch.bmm(gy.transpose(1, 2), _to_cols(left, groups)).view(c_out, -1)
+                    grad_w[:, 0, tap] = (g_w + tmp.sum((0, 2)).unsqueeze(1)).view(-1)
+            else:
+                if need_off:
+                    torch.mul(grad_s, diff, out=tmp)
+                    _sum_channels(tmp, grad_off[:, :, tap])
+                    if m is not None:
+                        grad_off[:, :, tap].mul_(m[..., 0])
+                left.addcmul_(diff, frac)  # the interpolated sample, before modulation
+                if need_m:
+                    torch.mul(grad_s, left, out=tmp)
+                    _sum_channels(tmp, grad_m[:, :, tap])
+                if need_w:
+                    if m is not None:
+                        left.mul_(m)
+                    if depthwise:
+                        torch.mul(gy, left, out=tmp)
+                        grad_w[:, 0, tap] = tmp.sum((0, 2)).view(-1)
+                    else:
+                        grad_w[..., tap] = torch.bmm(gy.transpose(1, 2), _to_cols(left, groups)).view(c_out, -1)
             if need_x:
                 if m is not None:
                     grad_s.mul_(m)

@@ -1,0 +1,282 @@
+"""Conv-TasNet-style dereverberation networks: the plain TCN and the Deformable TCN (DTCN).
+
+One block implementation serves both models: the depthwise convolution of every block comes
+from a *conv factory*, a plain :class:`DepthwiseConv1d` for the TCN and a
+:class:`~dereverb.nn.DeformableConv1d` (offsets from its own side convolution) for the DTCN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dereverb.nn import DeformableConv1d, make_norm
+
+__all__ = ["DTCN", "TCN", "DepthwiseConv1d", "TasNet", "TemporalBlock", "receptive_field"]
+
+
+class DepthwiseConv1d(nn.Module):
+    """Plain depthwise convolution with "same" (or causal, left-only) zero padding.
+
+    Its weights live in ``.conv`` like those of :class:`~dereverb.nn.DeformableConv1d`, so a TCN
+    and a DTCN share parameter names.
+
+    Example:
+        >>> DepthwiseConv1d(8, 3, dilation=4)(torch.randn(2, 8, 50)).shape
+        torch.Size([2, 8, 50])
+    """
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int = 1, causal: bool = False):
+        super().__init__()
+        total = dilation * (kernel_size - 1)
+        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, groups=channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pad[0] == self.pad[1]:
+            return F.conv1d(x, self.conv.weight, self.conv.bias, padding=self.pad[0], dilation=self.conv.dilation,
+                            groups=self.conv.groups)  # fmt: skip
+        return self.conv(F.pad(x, self.pad))
+
+
+class TemporalBlock(nn.Module):
+    """One TCN block: 1x1 conv B->H, PReLU, norm, depthwise conv (kernel P, dilation), PReLU,
+    norm, 1x1 conv H->B added to the input (residual), and optionally a 1x1 conv H->Sc skip.
+
+    Args:
+        bottleneck: ``B`` channels.
+        hidden: ``H`` channels.
+        depthwise: the depthwise convolution module ``(B, H, T) -> (B, H, T)``.
+        norm: ``"gLN"`` or ``"cLN"``.
+        skip_channels: ``Sc``; 0 for no skip output.
+    """
+
+    def __init__(self, bottleneck: int, hidden: int, depthwise: nn.Module, norm: str, skip_channels: int = 0):
+        super().__init__()
+        self.conv1x1 = nn.Conv1d(bottleneck, hidden, 1)
+        self.act1 = nn.PReLU()
+        self.norm1 = make_norm(norm, hidden)
+        self.depthwise = depthwise
+        self.act2 = nn.PReLU()
+        self.norm2 = make_norm(norm, hidden)
+        self.residual = nn.Conv1d(hidden, bottleneck, 1)
+        self.skip = nn.Conv1d(hidden, skip_channels, 1) if skip_channels else None
+
+    def forward_with_offsets(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Return ``(x + residual, skip or None, offsets or None)``."""
+        h = self.norm1(self.act1(self.conv1x1(x)))
+        offset = None
+        if isinstance(self.depthwise, DeformableConv1d):
+            h, offset, _ = self.depthwise.forward_with_offsets(h)
+        else:
+            h = self.depthwise(h)
+        h = self.norm2(self.act2(h))
+        skip = self.skip(h) if self.skip is not None else None
+        return x + self.residual(h), skip, offset
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        out, skip, _ = self.forward_with_offsets(x)
+        return out, skip
+
+
+def receptive_field(kernel_size: int, blocks: int, repeats: int, window: int, sample_rate: int | None = None):
+    """Receptive field of a TasNet with zero offsets: ``(frames, samples, seconds or None)``.
+
+    Each output sample depends on ``samples`` input samples (encoder window included).
+    Deformable layers can move their taps further unless their offsets are bounded.
+
+    Example:
+        >>> receptive_field(3, 8, 3, 16, 8000)  # the published DTCN at 8 kHz
+        (1531, 12256, 1.532)
+    """
+    frames = 1 + repeats * (kernel_size - 1) * (2**blocks - 1)
+    samples = (frames - 1) * (window // 2) + window
+    return frames, samples, (samples / sample_rate if sample_rate else None)
+
+
+class TasNet(nn.Module):
+    """Conv-TasNet-style single-output network for dereverberation (base of TCN and DTCN).
+
+    Encoder (Conv1d, kernel ``L``, stride ``L/2``, ReLU) -> mask estimator -> mask x encoded
+    input -> decoder (ConvTranspose1d). The mask estimator is: norm -> 1x1 conv N->B -> R
+    repeats of X :class:`TemporalBlock` with dilations 1, 2, ..., 2^(X-1) -> 1x1 conv to N ->
+    mask activation. Without a skip path (the default, as in the released DTCN code built on
+    SpeechBrain's Conv-TasNet) the mask comes from the residual stream; with
+    ``skip_channels > 0`` it comes from the sum of the blocks' skip outputs (original Conv-TasNet).
+
+    Args:
+        N: encoder filters.
+        L: encoder window in samples (stride ``L // 2``); 16 at 8 kHz, 32 at 16 kHz.
+        B: bottleneck channels.
+        H: hidden channels of the blocks.
+        P: depthwise kernel size.
+        X: blocks per repeat.
+        R: repeats.
+        norm: ``"gLN"`` (default) or ``"cLN"``.
+        causal: every layer uses only past and present frames (requires ``norm="cLN"``).
+        skip_channels: ``Sc``; 0 (default) disables the skip path.
+        mask_activation: ``"relu"`` (default) or ``"sigmoid"``.
+
+    Shape:
+        ``Tensor[B, T] -> Tensor[B, T]`` for any ``T >= 1``.
+
+    References:
+        Luo and Mesgarani, "Conv-TasNet", IEEE/ACM TASLP 27(8), 2019.
+    """
+
+    deformable = False
+
+    def __init__(
+        self,
+        N: int = 512,
+        L: int = 16,
+        B: int = 128,
+        H: int = 512,
+        P: int = 3,
+        X: int = 8,
+        R: int = 3,
+        norm: str = "gLN",
+        causal: bool = False,
+        skip_channels: int = 0,
+        mask_activation: str = "relu",
+    ):
+        super().__init__()
+        for name, value in (("N", N), ("L", L), ("B", B), ("H", H), ("P", P), ("X", X), ("R", R)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if L % 2:
+            raise ValueError(f"L (encoder window) must be even so that the stride L/2 is whole, got {L}")
+        if norm not in ("gLN", "cLN"):
+            raise ValueError(f"norm must be 'gLN' or 'cLN', got {norm!r}")
+        if causal and norm != "cLN":
+            raise ValueError("causal=True needs norm='cLN' (gLN looks at the whole signal)")
+        if mask_activation not in ("relu", "sigmoid"):
+            raise ValueError(f"mask_activation must be 'relu' or 'sigmoid', got {mask_activation!r}")
+        if skip_channels < 0:
+            raise ValueError(f"skip_channels must be >= 0, got {skip_channels}")
+        self._config = {"N": N, "L": L, "B": B, "H": H, "P": P, "X": X, "R": R, "norm": norm, "causal": causal,
+                        "skip_channels": skip_channels, "mask_activation": mask_activation}  # fmt: skip
+        self.window, self.stride, self.causal = L, L // 2, causal
+        self.encoder = nn.Conv1d(1, N, L, stride=L // 2, bias=False)
+        self.decoder = nn.ConvTranspose1d(N, 1, L, stride=L // 2, bias=False)
+        self.input_norm = make_norm(norm, N)
+        self.bottleneck = nn.Conv1d(N, B, 1)
+        self.blocks = nn.ModuleList(
+            TemporalBlock(B, H, self._depthwise(H, P, 2**x, causal, norm), norm, skip_channels)
+            for _ in range(R)
+            for x in range(X)
+        )
+        self.mask_act = nn.PReLU() if skip_channels else nn.Identity()
+        self.mask_conv = nn.Conv1d(skip_channels or B, N, 1, bias=False)
+        self.mask_activation = mask_activation
+
+    def _depthwise(self, channels: int, kernel_size: int, dilation: int, causal: bool, norm: str) -> nn.Module:
+        """The conv factory: the block's depthwise convolution."""
+        return DepthwiseConv1d(channels, kernel_size, dilation, causal)
+
+    def get_config(self) -> dict:
+        """The constructor's arguments, enough to rebuild the model: ``type(self)(**get_config())``."""
+        return dict(self._config)
+
+    def receptive_field(self, sample_rate: int | None = None):
+        """``(frames, samples, seconds)`` of the zero-offset receptive field (see :func:`receptive_field`)."""
+        cfg = self.get_config()
+        return receptive_field(cfg["P"], cfg["X"], cfg["R"], cfg["L"], sample_rate)
+
+    def _pad(self, wav: Tensor) -> tuple[Tensor, int]:
+        if wav.dim() != 2:
+            raise ValueError(f"expected waveforms of shape [B, T], got {list(wav.shape)}")
+        length = wav.shape[-1]
+        frames = max(1, -(-(length - self.window) // self.stride) + 1)
+        return F.pad(wav, (0, (frames - 1) * self.stride + self.window - length)), length
+
+    def forward_with_offsets(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Return ``(enhanced Tensor[B, T], offsets)``: one ``Tensor[B, G * P, frames]`` per
+        deformable block (an empty list for a TCN), for analysis and plots."""
+        padded, length = self._pad(wav)
+        feats = F.relu(self.encoder(padded.unsqueeze(1)))
+        h = self.bottleneck(self.input_norm(feats))
+        skips, offsets = 0, []
+        for block in self.blocks:
+            h, skip, offset = block.forward_with_offsets(h)
+            if skip is not None:
+                skips = skips + skip
+            if offset is not None:
+                offsets.append(offset)
+        score = self.mask_conv(self.mask_act(skips if self.blocks[0].skip is not None else h))
+        mask = torch.relu(score) if self.mask_activation == "relu" else torch.sigmoid(score)
+        out = self.decoder(feats * mask).squeeze(1)
+        return out[..., :length], offsets
+
+    def forward(self, wav: Tensor) -> Tensor:
+        """Dereverberate ``Tensor[B, T]`` waveforms; the output has the input's shape."""
+        return self.forward_with_offsets(wav)[0]
+
+
+class TCN(TasNet):
+    """The Conv-TasNet baseline: plain depthwise convolutions. See :class:`TasNet` for the
+    arguments; the defaults are the published DTCN configuration at 8 kHz.
+
+    Example:
+        >>> model = TCN(N=32, B=16, H=32, X=2, R=1)
+        >>> model(torch.randn(2, 1001)).shape
+        torch.Size([2, 1001])
+    """
+
+
+class DTCN(TasNet):
+    """Deformable TCN: each block's depthwise convolution is a :class:`~dereverb.nn.DeformableConv1d`
+    whose offsets come from a small side convolution (zero-initialised: an untrained DTCN computes
+    exactly what a TCN with the same weights computes).
+
+    Args:
+        offset_groups: 1 (default) shares each tap's offset across the H channels, as in the
+            published code; ``H`` gives every channel its own offsets.
+        modulation: also learn a DCNv2 mask per tap.
+        max_offset: optional soft bound on the offsets, in frames.
+        (the others): see :class:`TasNet`; the defaults are the published DTCN at 8 kHz.
+
+    With ``causal=True`` the deformable taps are bounded so that none reads a future frame.
+
+    References:
+        Ravenscroft, Goetze and Hain, "Deformable Temporal Convolutional Networks for Monaural
+        Noisy Reverberant Speech Separation", ICASSP 2023.
+
+    Example:
+        >>> model = DTCN(N=32, B=16, H=32, X=2, R=1)
+        >>> out, offsets = model.forward_with_offsets(torch.randn(1, 800))
+        >>> out.shape, len(offsets), offsets[0].shape
+        (torch.Size([1, 800]), 2, torch.Size([1, 3, 99]))
+    """
+
+    deformable = True
+
+    def __init__(
+        self,
+        N: int = 512,
+        L: int = 16,
+        B: int = 128,
+        H: int = 512,
+        P: int = 3,
+        X: int = 8,
+        R: int = 3,
+        norm: str = "gLN",
+        causal: bool = False,
+        skip_channels: int = 0,
+        mask_activation: str = "relu",
+        offset_groups: int = 1,
+        modulation: bool = False,
+        max_offset: float | None = None,
+    ):
+        if offset_groups < 1 or H % offset_groups:
+            raise ValueError(f"offset_groups must divide H={H}, got {offset_groups}")
+        self._deform_kwargs = {"offset_groups": offset_groups, "modulation": modulation, "max_offset": max_offset}
+        super().__init__(N, L, B, H, P, X, R, norm, causal, skip_channels, mask_activation)
+        self._config.update(self._deform_kwargs)
+
+    def _depthwise(self, channels: int, kernel_size: int, dilation: int, causal: bool, norm: str) -> nn.Module:
+        return DeformableConv1d(
+            channels, channels, kernel_size, dilation=dilation, groups=channels, causal=causal, norm=norm,
+            **self._deform_kwargs,
+        )  # fmt: skip

@@ -1,0 +1,144 @@
+"""Tests of the TCN and DTCN models."""
+
+import pytest
+import torch
+
+from dereverb.models import DTCN, TCN, receptive_field
+
+TINY = {"N": 16, "B": 8, "H": 16, "X": 3, "R": 2}
+
+
+def _randomise(model: torch.nn.Module) -> None:
+    """Random weights everywhere, zero-initialised offset predictors included (so the taps move)."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+@pytest.mark.parametrize("cls", [TCN, DTCN])
+@pytest.mark.parametrize("length", [8000, 7919, 17, 16, 9, 1])
+def test_output_has_the_input_length(device, cls, length):
+    model = cls(**TINY).to(device)
+    out = model(torch.randn(2, length, device=device))
+    assert out.shape == (2, length)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("cls", [TCN, DTCN])
+@pytest.mark.parametrize("batch", [0, 1])
+def test_batch_zero_and_one(device, cls, batch):
+    model = cls(**TINY, L=32).to(device)  # the 16 kHz window
+    assert model(torch.randn(batch, 1600, device=device)).shape == (batch, 1600)
+
+
+def test_untrained_dtcn_equals_tcn_with_the_same_weights(device):
+    torch.manual_seed(0)
+    dtcn = DTCN(**TINY, skip_channels=8).to(device)
+    tcn = TCN(**TINY, skip_channels=8).to(device)
+    shared = {k: v for k, v in dtcn.state_dict().items() if "offset_predictor" not in k}
+    assert set(shared) == set(tcn.state_dict())  # same parameter names: one block implementation
+    tcn.load_state_dict(shared)
+    x = torch.randn(2, 4000, device=device)
+    torch.testing.assert_close(dtcn(x), tcn(x), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_reach_the_offset_predictors(device):
+    model = DTCN(**TINY).to(device)
+    model(torch.randn(2, 2000, device=device)).pow(2).mean().backward()
+    for i, block in enumerate(model.blocks):
+        grad = block.depthwise.offset_predictor.pointwise.weight.grad
+        assert grad is not None, i
+        assert grad.abs().sum() > 0, i
+
+
+@pytest.mark.parametrize("cls", [TCN, DTCN])
+def test_causal_models_never_use_the_future(device, cls):
+    model = cls(**TINY, norm="cLN", causal=True).to(device).double()
+    _randomise(model)
+    window = model.get_config()["L"]
+    x = torch.randn(1, 3000, device=device, dtype=torch.float64)
+    y = model(x)
+    if cls is DTCN:
+        _, offsets = model.forward_with_offsets(x)
+        assert max(o.abs().max().item() for o in offsets) > 1  # the taps really move
+    for s in (400, 1203, 2999):
+        x2 = x.clone()
+        x2[:, s:] = torch.randn_like(x2[:, s:]) * 10
+        y2 = model(x2)
+        torch.testing.assert_close(y2[:, : s - window], y[:, : s - window], rtol=0, atol=1e-12)
+        assert not torch.allclose(y2[:, s:], y[:, s:])
+
+
+def test_non_causal_model_uses_the_future(device):
+    """Guards the causality test: the same check fails for the default (non-causal) model."""
+    model = DTCN(**TINY).to(device).double()
+    _randomise(model)
+    x = torch.randn(1, 3000, device=device, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 2000:] += 1
+    assert not torch.allclose(model(x2)[:, :1900], model(x)[:, :1900])
+
+
+def test_parameter_counts_of_the_default_configurations():
+    """The figures stated in the README (the DTCN paper reports about 3.6M)."""
+
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    assert count(TCN()) == 3_408_048
+    assert count(DTCN()) == 3_518_736
+    assert count(TCN(skip_channels=128)) == 4_983_985
+    assert count(DTCN(skip_channels=128)) == 5_094_673
+    assert count(TCN(N=256, H=256, R=2)) == 1_161_888
+    assert count(DTCN(N=256, H=256, R=2)) == 1_198_816
+
+
+def test_receptive_field():
+    assert TCN().receptive_field(8000) == (1531, 12256, 1.532)
+    frames, samples, seconds = TCN(L=32).receptive_field(16000)
+    assert (frames, samples) == (1531, 24512)
+    assert seconds == pytest.approx(1.532)
+    assert receptive_field(3, 8, 1, 16) == (511, 4096, None)
+
+
+def test_get_config_rebuilds_the_model():
+    model = DTCN(**TINY, offset_groups=4, modulation=True, max_offset=5.0)
+    cfg = model.get_config()
+    assert cfg["offset_groups"] == 4
+    assert cfg["modulation"] is True
+    assert cfg["max_offset"] == 5.0
+    rebuilt = DTCN(**cfg)
+    assert rebuilt.get_config() == cfg
+    assert [p.shape for p in rebuilt.parameters()] == [p.shape for p in model.parameters()]
+    assert "offset_groups" not in TCN(**TINY).get_config()
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"L": 15}, "L .* must be even"),
+    ({"N": 0}, "N must be a positive int"),
+    ({"norm": "bn"}, "norm must be 'gLN' or 'cLN'"),
+    ({"causal": True}, "causal=True needs norm='cLN'"),
+    ({"mask_activation": "tanh"}, "mask_activation"),
+    ({"offset_groups": 3}, "offset_groups must divide H=16"),
+])  # fmt: skip
+def test_bad_configurations_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DTCN(**{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize(("offset_groups", "modulation"), [(1, False), (16, False), (4, True)])
+def test_offsets_for_analysis(device, offset_groups, modulation):
+    model = DTCN(**TINY, offset_groups=offset_groups, modulation=modulation).to(device)
+    x = torch.randn(2, 1000, device=device)
+    out, offsets = model.forward_with_offsets(x)
+    torch.testing.assert_close(out, model(x), rtol=0, atol=0)
+    frames = (1000 - 16) // 8 + 1
+    assert len(offsets) == TINY["X"] * TINY["R"]
+    assert all(o.shape == (2, offset_groups * 3, frames) for o in offsets)
+    assert TCN(**TINY).forward_with_offsets(x.cpu())[1] == []
+
+
+def test_wrong_input_shape_is_refused():
+    with pytest.raises(ValueError, match=r"expected waveforms of shape \[B, T\], got \[1, 1, 100\]"):
+        TCN(**TINY)(torch.randn(1, 1, 100))
