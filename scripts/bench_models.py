@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-SMALL = {"N": 256, "H": 256, "R": 2}
+SMALL = {"N": 256, "H": 256, "R": 2}  # dereverb.models.SIZES["small"]
 TRAIN_CASES = {
     "TCN": ("TCN", {}),
     "DTCN": ("DTCN", {}),

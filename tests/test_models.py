@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dereverb.models import DTCN, TCN, receptive_field
+from dereverb.models import DTCN, SIZES, TCN, preset, receptive_field
 
 TINY = {"N": 16, "B": 8, "H": 16, "X": 3, "R": 2}
 
@@ -142,3 +142,14 @@ def test_offsets_for_analysis(device, offset_groups, modulation):
 def test_wrong_input_shape_is_refused():
     with pytest.raises(ValueError, match=r"expected waveforms of shape \[B, T\], got \[1, 1, 100\]"):
         TCN(**TINY)(torch.randn(1, 1, 100))
+
+
+def test_presets_keep_the_receptive_field_in_seconds():
+    for rate in (8000, 16000):
+        cfg = preset("default", rate)
+        assert DTCN(**cfg).receptive_field(rate)[2] == pytest.approx(1.532)
+    assert preset("small") == {**SIZES["small"], "L": 16}
+    with pytest.raises(ValueError, match="unknown model size 'huge'"):
+        preset("huge")
+    with pytest.raises(ValueError, match="sample_rate must be 8000 or 16000, got 44100"):
+        preset("default", 44100)

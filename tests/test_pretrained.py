@@ -140,3 +140,18 @@ def test_missing_folder_and_unknown_name(tmp_path):
     (tmp_path / "file.txt").write_text("hi")
     with pytest.raises(ModelFolderError, match="is a file, not a model folder"):
         from_pretrained(tmp_path / "file.txt")
+
+
+def test_shipped_names_resolve_inside_the_package(tmp_path, monkeypatch):
+    import dereverb.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    model = _trained(DTCN)
+    save_pretrained(model, tmp_path / "dtcn-8k", sample_rate=8000)
+    assert pretrained.list_pretrained() == ["dtcn-8k"]
+    loaded = from_pretrained("dtcn-8k")
+    x = torch.randn(1, 900)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    with pytest.raises(ModelFolderError, match=r"dtcn-16k: no such model .* \(shipped: dtcn-8k\)"):
+        from_pretrained("dtcn-16k")

@@ -1,7 +1,26 @@
 """Dereverberation models: the Conv-TasNet-style TCN baseline and the Deformable TCN."""
 
-from dereverb.models.tasnet import DTCN, TCN, DepthwiseConv1d, TasNet, TemporalBlock, receptive_field
+from dereverb.models.tasnet import (
+    DTCN,
+    SIZES,
+    TCN,
+    DepthwiseConv1d,
+    TasNet,
+    TemporalBlock,
+    preset,
+    receptive_field,
+)
 
 MODELS = {"TCN": TCN, "DTCN": DTCN}
 
-__all__ = ["DTCN", "MODELS", "TCN", "DepthwiseConv1d", "TasNet", "TemporalBlock", "receptive_field"]
+__all__ = [
+    "DTCN",
+    "MODELS",
+    "SIZES",
+    "TCN",
+    "DepthwiseConv1d",
+    "TasNet",
+    "TemporalBlock",
+    "preset",
+    "receptive_field",
+]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from dereverb.nn import DeformableConv1d, make_norm
 
-__all__ = ["DTCN", "TCN", "DepthwiseConv1d", "TasNet", "TemporalBlock", "receptive_field"]
+__all__ = ["DTCN", "SIZES", "TCN", "DepthwiseConv1d", "TasNet", "TemporalBlock", "preset", "receptive_field"]
 
 
 class DepthwiseConv1d(nn.Module):
@@ -78,6 +78,29 @@ class TemporalBlock(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         out, skip, _ = self.forward_with_offsets(x)
         return out, skip
+
+
+SIZES = {
+    "default": {},  # the published DTCN configuration: N=512, B=128, H=512, P=3, X=8, R=3
+    "small": {"N": 256, "H": 256, "R": 2},  # sized for training on a CPU
+}
+
+
+def preset(size: str = "default", sample_rate: int = 8000) -> dict:
+    """Constructor arguments for a named size at a sample rate.
+
+    The encoder window scales with the rate (L=16 at 8 kHz, 32 at 16 kHz), so the receptive
+    field in seconds does not change.
+
+    Example:
+        >>> preset("small", 16000)
+        {'N': 256, 'H': 256, 'R': 2, 'L': 32}
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}: expected one of {sorted(SIZES)}")
+    if sample_rate not in (8000, 16000):
+        raise ValueError(f"sample_rate must be 8000 or 16000, got {sample_rate!r}")
+    return {**SIZES[size], "L": 16 * sample_rate // 8000}
 
 
 def receptive_field(kernel_size: int, blocks: int, repeats: int, window: int, sample_rate: int | None = None):
