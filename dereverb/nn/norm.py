@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CumulativeLayerNorm", "GlobalLayerNorm", "make_norm"]
@@ -35,10 +36,9 @@ class GlobalLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.numel() == 0:  # an empty batch: nothing to normalise (and no statistics to warn about)
-            return x * self.weight + self.bias
-        var, mean = torch.var_mean(x, dim=(1, 2), keepdim=True, unbiased=False)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        # gLN is group norm with a single group: its fused kernels are several times faster
+        # (forward and backward) than the same arithmetic written out.
+        return F.group_norm(x, 1, self.weight.view(-1), self.bias.view(-1), self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, eps={self.eps}"
