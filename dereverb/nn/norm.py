@@ -9,7 +9,20 @@ from torch import Tensor, nn
 __all__ = ["CumulativeLayerNorm", "GlobalLayerNorm", "make_norm"]
 
 
-class GlobalLayerNorm(nn.Module):
+class _LayerNorm(nn.Module):
+    """Per-channel affine parameters shared by the two layer norms."""
+
+    def __init__(self, channels: int, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, channels, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, eps={self.eps}"
+
+
+class GlobalLayerNorm(_LayerNorm):
     """Global layer norm (gLN): statistics over channels and all frames of each example.
 
     Args:
@@ -29,22 +42,13 @@ class GlobalLayerNorm(nn.Module):
         (True, True)
     """
 
-    def __init__(self, channels: int, eps: float = 1e-8):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(1, channels, 1))
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
-
     def forward(self, x: Tensor) -> Tensor:
         # gLN is group norm with a single group: its fused kernels are several times faster
         # (forward and backward) than the same arithmetic written out.
         return F.group_norm(x, 1, self.weight.view(-1), self.bias.view(-1), self.eps)
 
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[1]}, eps={self.eps}"
 
-
-class CumulativeLayerNorm(nn.Module):
+class CumulativeLayerNorm(_LayerNorm):
     """Cumulative layer norm (cLN): frame ``t`` is normalised with the statistics of all
     channels over frames ``0..t``, so the layer is causal.
 
@@ -65,12 +69,6 @@ class CumulativeLayerNorm(nn.Module):
         True
     """
 
-    def __init__(self, channels: int, eps: float = 1e-8):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(1, channels, 1))
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1))
-
     def forward(self, x: Tensor) -> Tensor:
         channels = x.shape[1]
         # Cumulative sums in float64 keep the variance accurate over long signals.
@@ -81,9 +79,6 @@ class CumulativeLayerNorm(nn.Module):
         var = (power - mean.pow(2)).clamp_min(0)
         mean, inv_std = mean.to(x.dtype), torch.rsqrt(var + self.eps).to(x.dtype)
         return (x - mean) * inv_std * self.weight + self.bias
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[1]}, eps={self.eps}"
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

@@ -10,15 +10,19 @@ The sampling rule, stated once and relied on everywhere (tests pin it):
 
 Implementation notes (see ``shared/DEFORMCONV-NOTES.md`` for the measurements behind them):
 
-* The input is laid out once per call as *rows*: ``(B, G, L + 2, C / G)`` with one zero row
+* The input is laid out once per call as *rows*: ``(B, G, L + 4, C / G)`` with two zero rows
   at each end, ``G`` being the number of offset groups. All channels of an offset group
-  share an index, so a tap is a row gather (``index_select``, contiguous copies) instead
-  of an element gather, and its gradient a row ``index_add_``. Positions outside the signal
-  are clamped onto the zero rows, which is exactly "reads as zero".
-* Nothing of size ``(B, C, K, L_out)`` is kept for the backward pass: it keeps the padded
-  rows, the offsets, the mask and the weight, and recomputes each tap's gather.
-* Work buffers are allocated once per call and reused across taps (with the default glibc
-  allocator, every fresh large tensor costs page faults).
+  share an index, so the two neighbours of a tap are two rows, and ``embedding_bag`` (sum
+  mode, per-sample weights ``(1 - f, f)``) reads both and writes the interpolated row in one
+  fused pass; weights ``(-1, 1)`` give the difference the offset gradient needs. The input
+  gradient is a row ``index_add_``. Positions outside the signal are clamped onto the zero
+  rows, which is exactly "reads as zero". One-channel rows (per-channel offsets) use flat
+  gathers instead.
+* Nothing of size ``(B, C, K, L_out)`` is kept for the backward pass: it keeps the input,
+  the offsets, the mask and the weight, and recomputes each tap.
+* Scratch buffers are reused across taps and, on the CPU, across calls (see
+  :class:`_Workspace`): with the default glibc allocator, every fresh large tensor costs
+  page faults.
 * The integer part and the fraction of a position are computed from the offset alone
   (``floor(offset)`` and ``offset - floor(offset)``), so the fraction keeps the offset's
   full precision however long the signal is.
