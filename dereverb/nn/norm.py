@@ -43,7 +43,7 @@ class GlobalLayerNorm(_LayerNorm):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        # gLN is group norm with a single group: its fused kernels are several times faster
+        # gLN is group norm with a single group: its fused kernels are faster
         # (forward and backward) than the same arithmetic written out.
         return F.group_norm(x, 1, self.weight.view(-1), self.bias.view(-1), self.eps)
 
