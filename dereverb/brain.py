@@ -1,0 +1,180 @@
+"""``DereverbBrain``: the SpeechBrain ``Brain`` of the training recipe, and its atomic checkpointer.
+
+The Brain overrides only what SpeechBrain does not already do: the forward pass, the loss, and
+what happens at the start and end of each stage (metrics beside the unprocessed input, the
+learning-rate schedule, checkpoints kept by the best validation score, test results). Mixed
+precision, gradient clipping, skipping non-finite updates, progress bars, intra-epoch
+checkpoints, resuming and DDP are SpeechBrain's own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import speechbrain as sb
+import torch
+from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
+
+from dereverb.metrics import Scorer, summarize
+
+__all__ = ["AtomicCheckpointer", "DereverbBrain"]
+
+logger = logging.getLogger(__name__)
+
+_TMP_PREFIX = "tmp-"
+
+
+class AtomicCheckpointer(Checkpointer):
+    """A SpeechBrain ``Checkpointer`` whose checkpoints appear whole or not at all.
+
+    SpeechBrain writes ``CKPT.yaml`` first and the parameter files after it, so a process killed
+    during a save leaves a folder that looks like a checkpoint but cannot be loaded. Here each
+    checkpoint is written into a temporary folder (a name SpeechBrain does not list) and renamed
+    to its final ``CKPT+...`` name once every file is on disk. Temporary folders left by a killed
+    save are removed, with a warning, the next time the checkpointer starts.
+    """
+
+    def __init__(self, checkpoints_dir, *args, **kwargs):
+        super().__init__(checkpoints_dir, *args, **kwargs)
+        if if_main_process():
+            for stale in Path(self.checkpoints_dir).glob(_TMP_PREFIX + "*"):
+                logger.warning("removing %s: an incomplete checkpoint left by an interrupted save", stale)
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def _new_checkpoint_dirpath(self):
+        final = super()._new_checkpoint_dirpath()
+        return final.with_name(_TMP_PREFIX + final.name)
+
+    def _custom_checkpoint_dirpath(self, name):
+        final = super()._custom_checkpoint_dirpath(name)
+        return final.with_name(_TMP_PREFIX + final.name)
+
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006 (SB's signature)
+        ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity)
+        if ckpt is not None:  # main process: every file is written, publish the folder
+            final = ckpt.path.with_name(ckpt.path.name[len(_TMP_PREFIX) :])
+            if final.exists():  # a custom name saved twice: replace the old one
+                shutil.rmtree(final)
+            os.replace(ckpt.path, final)
+            ckpt = Checkpoint(final, ckpt.meta, {k: final / Path(p).name for k, p in ckpt.paramfiles.items()})
+        ddp_barrier()
+        return ckpt
+
+
+def _trim(batch_tensor: tuple[torch.Tensor, torch.Tensor], i: int) -> np.ndarray:
+    """Utterance ``i`` of a SpeechBrain ``PaddedData`` without its padding, as float64 numpy."""
+    data, lengths = batch_tensor
+    n = round(float(lengths[i]) * data.shape[-1])
+    return data[i, :n].detach().to("cpu", torch.float64).numpy()
+
+
+class DereverbBrain(sb.Brain):
+    """Trains a TCN/DTCN (``self.modules.model``) to map ``batch.reverb`` to ``batch.target``.
+
+    Hyperparameters read from ``self.hparams``: ``loss`` (a module ``(est, target, lengths) ->
+    Tensor[B]``), ``sample_rate``, ``best_key`` (``pesq``, ``stoi``, ``estoi`` or ``si_sdr``),
+    ``lr_scheduler`` (SpeechBrain's ``ReduceLROnPlateau``), ``epoch_counter``, ``train_logger``,
+    ``metric_jobs`` and ``output_dir``.
+    """
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        reverb, _ = batch.reverb
+        return self.modules.model(reverb)
+
+    def compute_objectives(self, predictions, batch, stage):
+        target, lengths = batch.target
+        loss = self.hparams.loss(predictions, target, lengths)
+        if stage != sb.Stage.TRAIN:
+            for i, utt_id in enumerate(batch.id):
+                est = (_trim((predictions, lengths), i), _trim(batch.target, i), _trim(batch.reverb, i))
+                self._outputs.append((utt_id, *est))
+        return loss.mean()
+
+    # stages
+
+    def on_stage_start(self, stage, epoch=None):
+        self._outputs = []
+
+    def _scorer(self) -> Scorer:
+        if getattr(self, "_metric_scorer", None) is None:
+            self._metric_scorer = Scorer(self.hparams.sample_rate, jobs=self.hparams.metric_jobs)
+        return self._metric_scorer
+
+    def _score(self, stage) -> tuple[list[dict], dict]:
+        """Score the collected outputs and, once per stage, the unprocessed inputs."""
+        ids, estimates, targets, inputs = zip(*self._outputs, strict=True) if self._outputs else ((),) * 4
+        scorer = self._scorer()
+        out = scorer.score_many(targets, estimates)
+        cache = self.__dict__.setdefault("_input_scores", {})
+        if stage not in cache or len(cache[stage]) != len(ids):  # the input's scores never change
+            cache[stage] = scorer.score_many(targets, inputs)
+        rows = []
+        for utt_id, s, s_in in zip(ids, out, cache[stage], strict=True):
+            failures = "; ".join(f"{k}: {v}" for k, v in {**s.failures, **s_in.failures}.items())
+            rows.append({"id": utt_id, **s.values, **s_in.row("input_"), "failures": failures})
+        names = [n for r in rows[:1] for n in r if n not in ("id", "failures")]
+        return rows, summarize(rows, names)
+
+    def _best_name(self) -> str:
+        key = self.hparams.best_key
+        if key == "pesq":
+            return "pesq_wb" if self.hparams.sample_rate == 16000 else "pesq_nb"
+        return key
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_loss = stage_loss
+            return
+        rows, summary = self._score(stage)
+        stats = {"loss": stage_loss}
+        for name, s in summary.items():
+            stats[name] = s["mean"]
+            if s["missing"]:
+                stats[f"{name}_missing"] = s["missing"]
+        if stage == sb.Stage.VALID:
+            old_lr, _ = self.hparams.lr_scheduler([self.optimizer], epoch, stage_loss)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": old_lr},
+                train_stats={"loss": self.train_loss} if hasattr(self, "train_loss") else None,
+                valid_stats=stats,
+            )
+            best = self._best_name()
+            meta = {k: (v if math.isfinite(v) else -math.inf) for k, v in stats.items() if isinstance(v, float)}
+            meta["best_key"] = meta.get(best, -math.inf)
+            self.checkpointer.save_and_keep_only(meta=meta, max_keys=["best_key"], num_to_keep=1)
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+            )
+            if if_main_process():
+                self._write_results(rows, summary)
+
+    def _write_results(self, rows: list[dict], summary: dict) -> None:
+        out = Path(self.hparams.output_dir)
+        tmp = out / "test_results.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, out / "test_results.csv")
+        tmp = out / "test_summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        os.replace(tmp, out / "test_summary.json")
+        logger.info("test results written to %s", out / "test_results.csv")
+
+    def on_fit_end(self):
+        self._close_scorer()
+
+    def _close_scorer(self):
+        if getattr(self, "_metric_scorer", None) is not None:
+            self._metric_scorer.close()
+            self._metric_scorer = None

@@ -1,0 +1,268 @@
+"""The training recipe: ``main(cfg)`` prepares the data, builds everything once, trains, tests, exports.
+
+``python train.py conf/dtcn.yaml [overrides]`` (the root ``train.py``) composes the config with
+Hydra and calls :func:`main`; tests call :func:`main` directly with a composed config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dereverb import __version__
+
+__all__ = ["ConfigError", "TrainingError", "main", "output_folder", "validate"]
+
+logger = logging.getLogger(__name__)
+
+BEST_KEYS = ("pesq", "stoi", "estoi", "si_sdr")
+
+
+class ConfigError(ValueError):
+    """A configuration value the recipe cannot run with (one line naming the key)."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); the message says why."""
+
+
+def _window(sample_rate) -> int:
+    """Encoder window for a sample rate: 2 ms (16 samples at 8 kHz, 32 at 16 kHz)."""
+    if int(sample_rate) not in (8000, 16000):
+        raise ConfigError(f"sample_rate: {sample_rate} is not supported (8000 or 16000)")
+    return int(sample_rate) // 500
+
+
+if not OmegaConf.has_resolver("dereverb.window"):
+    OmegaConf.register_new_resolver("dereverb.window", _window)
+
+
+def _check(condition: bool, key: str, value, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {value!r} is not valid ({expected})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values a typo or a bad override can break, before anything runs.
+
+    Raises:
+        ConfigError: one line naming the key, its value and what is expected.
+    """
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except ConfigError:
+        raise
+    except Exception as err:  # an interpolation that cannot be resolved, a missing required value (???)
+        raise ConfigError(str(err).splitlines()[0]) from None
+    _check(cfg.sample_rate in (8000, 16000), "sample_rate", cfg.sample_rate, "8000 or 16000")
+    _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+    o, r = cfg.optim, cfg.run
+    _check(isinstance(o.lr, (int, float)) and o.lr > 0, "optim.lr", o.lr, "a positive number")
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
+    _check(o.max_grad_norm >= 0, "optim.max_grad_norm", o.max_grad_norm, ">= 0; 0 disables clipping")
+    _check(0 < o.plateau_factor < 1, "optim.plateau_factor", o.plateau_factor, "between 0 and 1")
+    _check(o.plateau_patience >= 0, "optim.plateau_patience", o.plateau_patience, ">= 0")
+    for key in ("epochs", "batch_size"):
+        _check(isinstance(r[key], int) and r[key] >= 1, f"run.{key}", r[key], "a positive integer")
+    _check(r.num_workers >= 0, "run.num_workers", r.num_workers, ">= 0")
+    _check(r.precision in ("fp32", "fp16", "bf16"), "run.precision", r.precision, "fp32, fp16 or bf16")
+    _check(r.best_key in BEST_KEYS, "run.best_key", r.best_key, "one of " + ", ".join(BEST_KEYS))
+    _check(r.nonfinite_patience >= 0, "run.nonfinite_patience", r.nonfinite_patience, ">= 0")
+    _check(
+        not (r.ckpt_interval_minutes > 0 and r.ckpt_interval_steps > 0),
+        "run.ckpt_interval_steps",
+        r.ckpt_interval_steps,
+        "0 when run.ckpt_interval_minutes is set (choose one)",
+    )
+    for key in ("limit_train_batches", "limit_valid_items", "limit_test_items", "metric_jobs"):
+        _check(r[key] is None or (isinstance(r[key], int) and r[key] >= 1), f"run.{key}", r[key], "null or >= 1")
+    device = str(r.device)
+    _check(device in ("auto", "cpu") or device.split(":")[0] == "cuda", "run.device", device, "auto, cpu or cuda[:N]")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run.device: {device!r} but no CUDA device is available here (use run.device=cpu)")
+    from dereverb.losses import LOSSES
+
+    _check(cfg.loss.name in LOSSES, "loss.name", cfg.loss.name, "one of " + ", ".join(LOSSES))
+    target = cfg.model.get("_target_", "")
+    _check(target in ("dereverb.models.DTCN", "dereverb.models.TCN"), "model._target_", target, "a dereverb model")
+
+
+def output_folder(cfg: DictConfig) -> Path:
+    """``results/<name>/<seed>``, or the folder Hydra gave this job of a ``-m`` sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.output_dir)
+
+
+def _build_model(cfg: DictConfig) -> torch.nn.Module:
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(cfg.model)
+    except Exception as err:  # the model's own checks name the argument
+        cause = err.__cause__ or err
+        raise ConfigError(f"model: {str(cause).splitlines()[0]}") from None
+
+
+def _check_resume_compatible(out: Path, model: torch.nn.Module, sample_rate: int) -> None:
+    """Refuse to resume a run folder that holds another model configuration."""
+    record = out / "model_config.json"
+    current = {"class": type(model).__name__, "config": model.get_config(), "sample_rate": sample_rate}
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved != current:
+            old, new = saved["config"], current["config"]
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            what = ", ".join(diff) or ("class" if saved["class"] != current["class"] else "sample_rate")
+            raise ConfigError(
+                f"{out} holds a run of another model ({what} differ): resume it with its own config, "
+                "or choose another name or seed"
+            )
+        return
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current, indent=2) + "\n")
+    os.replace(tmp, record)
+
+
+def _environment() -> dict:
+    import speechbrain
+
+    return {
+        "dereverb": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "speechbrain": speechbrain.__version__,
+        "cuda": torch.cuda.is_available(),
+        "threads": torch.get_num_threads(),
+        "argv": sys.argv,
+    }
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _subset(dataset, n: int | None):
+    return dataset if n is None or n >= len(dataset) else dataset.filtered_sorted(select_n=n)
+
+
+def main(cfg: DictConfig) -> Path:
+    """Run the recipe described by a composed config (see ``conf/dtcn.yaml``).
+
+    Returns:
+        The output folder ``results/<name>/<seed>``.
+
+    Raises:
+        ConfigError: a bad configuration value, before any work starts.
+        dereverb.data.errors.DataError: bad data.
+    """
+    import speechbrain as sb
+    from speechbrain.nnet.schedulers import ReduceLROnPlateau
+    from speechbrain.utils.distributed import ddp_init_group, if_main_process, run_on_main
+    from speechbrain.utils.train_logger import FileTrainLogger
+
+    from dereverb.brain import AtomicCheckpointer, DereverbBrain
+    from dereverb.data import build_datasets, prepare
+    from dereverb.losses import LOSSES
+    from dereverb.pretrained import save_pretrained
+
+    validate(cfg)
+    r = cfg.run
+    out = output_folder(cfg)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if r.device == "auto" else str(r.device)
+    distributed = os.environ.get("RANK") is not None and os.environ.get("LOCAL_RANK") is not None
+    if distributed and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    run_opts = {
+        "device": device,
+        "precision": r.precision,
+        "max_grad_norm": float(cfg.optim.max_grad_norm) or 1e30,
+        "skip_nonfinite_grads": True,
+        "nonfinite_patience": r.nonfinite_patience,
+        "ckpt_interval_minutes": r.ckpt_interval_minutes,
+        "ckpt_interval_steps": r.ckpt_interval_steps,
+        "noprogressbar": not r.progress,
+        "distributed_backend": "nccl" if device.startswith("cuda") else "gloo",
+    }
+    ddp_init_group(run_opts)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    model = _build_model(cfg)
+    if if_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        _check_resume_compatible(out, model, cfg.sample_rate)
+        _write(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        _write(out / "environment.json", json.dumps(_environment(), indent=2) + "\n")
+
+    run_on_main(prepare, kwargs={"data_cfg": cfg.data, "sample_rate": cfg.sample_rate})
+    datasets = build_datasets(cfg.data, cfg.sample_rate)
+    train_set = _subset(datasets["train"], r.limit_train_batches and r.limit_train_batches * r.batch_size)
+    valid_set = _subset(datasets["valid"], r.limit_valid_items)
+    test_set = _subset(datasets["test"], r.limit_test_items)
+
+    loss_kwargs = {k: v for k, v in cfg.loss.items() if k != "name"}
+    epoch_counter = sb.utils.epoch_loop.EpochCounter(r.epochs)
+    lr_scheduler = ReduceLROnPlateau(
+        lr_min=cfg.optim.min_lr, factor=cfg.optim.plateau_factor, patience=cfg.optim.plateau_patience
+    )
+    checkpointer = AtomicCheckpointer(
+        out / "save", recoverables={"model": model, "counter": epoch_counter, "lr_scheduler": lr_scheduler}
+    )
+    hparams = {
+        "loss": LOSSES[cfg.loss.name](**loss_kwargs),
+        "sample_rate": cfg.sample_rate,
+        "best_key": r.best_key,
+        "lr_scheduler": lr_scheduler,
+        "epoch_counter": epoch_counter,
+        "train_logger": FileTrainLogger(out / "train_log.txt"),
+        "metric_jobs": r.metric_jobs,
+        "output_dir": str(out),
+    }
+    brain = DereverbBrain(
+        modules={"model": model},
+        opt_class=partial(torch.optim.Adam, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay),
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=checkpointer,
+    )
+    loader = {"batch_size": r.batch_size, "num_workers": r.num_workers, "shuffle": True}
+    try:
+        brain.fit(
+            epoch_counter, train_set, valid_set, train_loader_kwargs=loader, valid_loader_kwargs={"batch_size": 1}
+        )
+        if r.test:
+            brain.evaluate(test_set, max_key="best_key", test_loader_kwargs={"batch_size": 1})
+    except ValueError as err:
+        if "Loss is not finite and patience is exhausted" in str(err):
+            raise TrainingError(
+                f"training stopped: the loss was not finite in more than run.nonfinite_patience="
+                f"{r.nonfinite_patience} batches of an epoch (those updates were skipped; the weights are finite). "
+                "Lower optim.lr or check the data"
+            ) from None
+        raise
+    finally:
+        brain._close_scorer()
+
+    if r.export and if_main_process():
+        best = checkpointer.find_checkpoint(max_key="best_key")
+        if best is not None:
+            state = torch.load(best.paramfiles["model"], map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+            save_pretrained(model.cpu(), out / "model", cfg.sample_rate, overwrite=True)
+            logger.info("best model (%s = %.3f) exported to %s", r.best_key, best.meta["best_key"], out / "model")
+    return out

@@ -1,0 +1,49 @@
+"""Train a dereverberation model: ``python train.py conf/dtcn.yaml [key=value ...]``.
+
+The first argument is a config file (``conf/dtcn.yaml``, ``conf/tcn.yaml``, ``conf/dtcn_16k.yaml``
+or your own); the rest are Hydra overrides and flags, e.g. ``model=dtcn_small optim.lr=5e-4
+seed=3``, ``--cfg job`` (print the composed config), ``-m seed=1,2,3`` (a sweep). Results go to
+``results/<name>/<seed>/``; running the same command again resumes there. The working directory
+never changes. See README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+
+def _split_config(argv: list[str]) -> tuple[list[str], str, str]:
+    """Turn a leading ``path/to/config.yaml`` into Hydra's ``--config-path``/``--config-name``."""
+    if argv and argv[0].endswith((".yaml", ".yml")) and not argv[0].startswith("-"):
+        path = Path(argv[0])
+        if not path.is_file():
+            sys.exit(f"train.py: error: config file {argv[0]} not found")
+        return argv[1:], str(path.resolve().parent), path.stem
+    sys.exit("usage: python train.py CONFIG.yaml [key=value ...]   (e.g. python train.py conf/dtcn.yaml)")
+
+
+def run() -> None:
+    args, config_dir, config_name = _split_config(sys.argv[1:])
+    import hydra
+    from omegaconf import DictConfig
+
+    from dereverb.data.errors import DataError
+    from dereverb.pretrained import ModelFolderError
+    from dereverb.train import ConfigError, TrainingError, main
+
+    @hydra.main(config_path=config_dir, config_name=config_name, version_base="1.3")
+    def _main(cfg: DictConfig) -> None:
+        try:
+            main(cfg)
+        except (ConfigError, DataError, ModelFolderError, TrainingError) as err:
+            logging.getLogger("dereverb").error("%s", err)
+            sys.exit(f"train.py: error: {err}")
+
+    sys.argv = [sys.argv[0], *args]
+    _main()
+
+
+if __name__ == "__main__":
+    run()
