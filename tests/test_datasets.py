@@ -557,3 +557,27 @@ def test_cli_prepares_and_summarises(tmp_path):
     assert "prepared data.kind=folder at 8000 Hz" in proc.stdout
     assert "train      8 utterances" in proc.stdout
     assert CONF_DIR.is_absolute()
+
+
+def test_room_settings_are_checked_and_normalised(tmp_path):
+    with pytest.raises(DataError, match=r"t60_range"):
+        prepare(_demo_cfg(tmp_path, rooms={"t60_range": [1.0, 0.5]}), RATE, progress=False)
+    with pytest.raises(DataError, match=r"data.rooms: .*unexpected keyword argument 'size'"):
+        prepare(_demo_cfg(tmp_path, rooms={"size": 3}), RATE, progress=False)
+    from dereverb.data.datasets import _content_settings, data_settings
+    from dereverb.data.rooms import RoomConfig
+
+    spelled = data_settings(_demo_cfg(tmp_path, rooms=RoomConfig().to_dict()), RATE)
+    empty = data_settings(_demo_cfg(tmp_path, rooms={}), RATE)
+    assert _content_settings(spelled, RATE) == _content_settings(empty, RATE)
+
+
+def test_prepare_stays_callable_after_the_cli_module_is_imported(tmp_path):
+    import importlib
+
+    import dereverb.data
+
+    importlib.import_module("dereverb.data.prepare")  # as pytest's doctest collection does
+    _pairs(tmp_path / "data")
+    manifests = dereverb.data.prepare(_folder_cfg(tmp_path / "data", tmp_path / "save"), RATE, progress=False)
+    assert manifests["train"].is_file()

@@ -268,6 +268,8 @@ def _content_settings(s: dict, sample_rate: int) -> dict:
     content = {k: v for k, v in s.items() if k not in _BUILD_ONLY and k not in _ROOT_KEYS}
     if "rir_root" in s:
         content["own_rirs"] = s["rir_root"] is not None
+    if "rooms" in s and not content.get("own_rirs"):
+        content["rooms"] = _room_config(s).to_dict()  # checked now; {} and the defaults spelled out are equal
     content["sample_rate"] = sample_rate
     return content
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import types
 from collections.abc import Sequence
 
 from dereverb.data.errors import DataError
@@ -73,6 +74,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary(manifests))
     print(f"  this run took {time.perf_counter() - start:.1f} s")
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module makes ``dereverb.data.prepare`` (the package attribute) this module instead
+    of the function :func:`dereverb.data.datasets.prepare`; calling it calls the function, so
+    ``from dereverb.data import prepare; prepare(data_cfg, sample_rate)`` works either way."""
+
+    def __call__(self, data_cfg, sample_rate: int, progress: bool = True):
+        from dereverb.data.datasets import prepare
+
+        return prepare(data_cfg, sample_rate, progress=progress)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":
