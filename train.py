@@ -30,14 +30,13 @@ def run() -> None:
     from omegaconf import DictConfig
 
     from dereverb.data.errors import DataError
-    from dereverb.pretrained import ModelFolderError
-    from dereverb.train import ConfigError, TrainingError, main
+    from dereverb.train import ConfigError, TrainingError, main  # light: registers the config's resolver
 
     @hydra.main(config_path=config_dir, config_name=config_name, version_base="1.3")
     def _main(cfg: DictConfig) -> None:
         try:
             main(cfg)
-        except (ConfigError, DataError, ModelFolderError, TrainingError) as err:
+        except (ConfigError, DataError, TrainingError) as err:
             logging.getLogger("dereverb").error("%s", err)
             sys.exit(f"train.py: error: {err}")
 

@@ -14,11 +14,17 @@ import random
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dereverb import __version__
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, SpeechBrain and the data modules are imported where they are used: a bad config or a Hydra
+# error on the command line is reported in about a second, not after seconds of imports
 
 __all__ = ["ConfigError", "TrainingError", "main", "output_folder", "validate"]
 
@@ -57,13 +63,16 @@ def validate(cfg: DictConfig) -> None:
     Raises:
         ConfigError: one line naming the key, its value and what is expected.
     """
-    try:
-        OmegaConf.to_container(cfg, resolve=True)
-    except ConfigError:
-        raise
-    except Exception as err:  # an interpolation that cannot be resolved, a missing required value (???)
-        raise ConfigError(str(err).splitlines()[0]) from None
     _check(cfg.sample_rate in (8000, 16000), "sample_rate", cfg.sample_rate, "8000 or 16000")
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            key = missing[0]
+            raise ConfigError(f"{key} is required: set {key}=<value> on the command line or in the config")
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # an interpolation that cannot be resolved
+        cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else err
+        raise ConfigError(str(cause).splitlines()[0]) from None
     _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
     o, r = cfg.optim, cfg.run
     _check(isinstance(o.lr, (int, float)) and o.lr > 0, "optim.lr", o.lr, "a positive number")
@@ -87,13 +96,17 @@ def validate(cfg: DictConfig) -> None:
         _check(r[key] is None or (isinstance(r[key], int) and r[key] >= 1), f"run.{key}", r[key], "null or >= 1")
     device = str(r.device)
     _check(device in ("auto", "cpu") or device.split(":")[0] == "cuda", "run.device", device, "auto, cpu or cuda[:N]")
+    target = cfg.model.get("_target_", "")
+    _check(target in ("dereverb.models.DTCN", "dereverb.models.TCN"), "model._target_", target, "a dereverb model")
+    import torch
+
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"run.device: {device!r} but no CUDA device is available here (use run.device=cpu)")
+    from dereverb.data.datasets import data_settings
     from dereverb.losses import LOSSES
 
     _check(cfg.loss.name in LOSSES, "loss.name", cfg.loss.name, "one of " + ", ".join(LOSSES))
-    target = cfg.model.get("_target_", "")
-    _check(target in ("dereverb.models.DTCN", "dereverb.models.TCN"), "model._target_", target, "a dereverb model")
+    data_settings(cfg.data, cfg.sample_rate)  # DataError naming the key
 
 
 def output_folder(cfg: DictConfig) -> Path:
@@ -137,6 +150,7 @@ def _check_resume_compatible(out: Path, model: torch.nn.Module, sample_rate: int
 
 def _environment() -> dict:
     import speechbrain
+    import torch
 
     return {
         "dereverb": __version__,
@@ -168,9 +182,12 @@ def main(cfg: DictConfig) -> Path:
 
     Raises:
         ConfigError: a bad configuration value, before any work starts.
-        dereverb.data.errors.DataError: bad data.
+        dereverb.data.errors.DataError: bad data settings (before anything is written) or bad data.
+        TrainingError: the loss stayed non-finite (see ``run.nonfinite_patience``).
     """
+    validate(cfg)
     import speechbrain as sb
+    import torch
     from speechbrain.nnet.schedulers import ReduceLROnPlateau
     from speechbrain.utils.distributed import ddp_init_group, if_main_process, run_on_main
     from speechbrain.utils.train_logger import FileTrainLogger
@@ -180,7 +197,6 @@ def main(cfg: DictConfig) -> Path:
     from dereverb.losses import LOSSES
     from dereverb.pretrained import save_pretrained
 
-    validate(cfg)
     r = cfg.run
     out = output_folder(cfg)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if r.device == "auto" else str(r.device)
@@ -201,6 +217,8 @@ def main(cfg: DictConfig) -> Path:
     ddp_init_group(run_opts)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    # first, so that missing or bad data is reported before the output folder is written
+    run_on_main(prepare, kwargs={"data_cfg": cfg.data, "sample_rate": cfg.sample_rate, "progress": r.progress})
 
     model = _build_model(cfg)
     if if_main_process():
@@ -209,8 +227,7 @@ def main(cfg: DictConfig) -> Path:
         _write(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         _write(out / "environment.json", json.dumps(_environment(), indent=2) + "\n")
 
-    run_on_main(prepare, kwargs={"data_cfg": cfg.data, "sample_rate": cfg.sample_rate})
-    datasets = build_datasets(cfg.data, cfg.sample_rate)
+    datasets = build_datasets(cfg.data, cfg.sample_rate, progress=r.progress)
     train_set = _subset(datasets["train"], r.limit_train_batches and r.limit_train_batches * r.batch_size)
     valid_set = _subset(datasets["valid"], r.limit_valid_items)
     test_set = _subset(datasets["test"], r.limit_test_items)

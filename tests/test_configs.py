@@ -1,0 +1,120 @@
+"""Every training config in ``conf/`` composes, resolves, validates and instantiates; bad values are refused."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from dereverb.config import CONF_DIR, compose
+from dereverb.data.errors import DataError
+from dereverb.losses import LOSSES
+from dereverb.models import DTCN, TCN
+from dereverb.train import ConfigError, validate
+
+PRIMARY = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "prepare")
+GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("model", "data", "optim", "loss", "run")}
+GROUPS["debug"] = sorted(p.stem for p in (CONF_DIR / "debug").glob("*.yaml"))
+
+
+def _required(option: str, tmp_path) -> list[str]:
+    """The overrides a data option needs to validate (its ``???`` folders)."""
+    return {
+        "folder": [f"data.root={tmp_path}"],
+        "whamr": [f"data.root={tmp_path}"],
+        "simulate": [f"data.clean_root={tmp_path}"],
+    }.get(option, [])
+
+
+def test_the_expected_configs_are_there():
+    assert PRIMARY == ["dtcn", "dtcn_16k", "tcn"]
+    assert GROUPS["model"] == ["dtcn", "dtcn_small", "tcn", "tcn_small"]
+    assert GROUPS["debug"] == ["none", "smoke"]
+
+
+@pytest.mark.parametrize("name", PRIMARY)
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, options in GROUPS.items() for o in options])
+def test_every_config_composes_and_validates(name, group, option, tmp_path):
+    cfg = compose(name, [f"{group}={option}", *_required(option if group == "data" else "", tmp_path)])
+    validate(cfg)  # resolves every interpolation, checks every value (raises otherwise)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["model"]["L"] == cfg.sample_rate // 500
+    LOSSES[cfg.loss.name](**{k: v for k, v in cfg.loss.items() if k != "name"})
+    opt = partial(torch.optim.Adam, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt([torch.nn.Parameter(torch.zeros(1))])
+    if group == "debug" and option == "smoke":
+        assert cfg.data.kind == "demo"
+        assert cfg.data.train_rirs == 4
+        assert cfg.run.epochs == 1
+        assert cfg.run.limit_train_batches == 4
+        assert cfg.output_dir == f"results/{cfg.name}-smoke/{cfg.seed}"
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "cls", "n_params"),
+    [
+        ("dtcn", "dtcn", DTCN, 3_518_736),
+        ("dtcn", "tcn", TCN, 3_408_048),
+        ("tcn", "tcn", TCN, 3_408_048),
+        ("dtcn", "dtcn_small", DTCN, 1_198_816),
+        ("tcn", "tcn_small", TCN, 1_161_888),
+    ],
+)
+def test_model_presets_instantiate_with_the_published_sizes(name, model, cls, n_params):
+    cfg = compose(name, [f"model={model}"])
+    net = instantiate(cfg.model)
+    assert type(net) is cls
+    assert sum(p.numel() for p in net.parameters()) == n_params
+    assert net.get_config()["L"] == 16
+
+
+def test_16k_config_scales_the_encoder_window():
+    cfg = compose("dtcn_16k")
+    assert cfg.sample_rate == 16000
+    assert cfg.name == "dtcn_16k"
+    net = instantiate(cfg.model)
+    assert type(net) is DTCN
+    assert net.get_config()["L"] == 32
+    assert compose("dtcn_16k", ["model=tcn_small"]).model.L == 32
+
+
+def test_primary_configs_differ_only_in_what_they_say():
+    dtcn, tcn = (OmegaConf.to_container(compose(n), resolve=True) for n in ("dtcn", "tcn"))
+    assert dtcn["model"]["_target_"] == "dereverb.models.DTCN"
+    assert tcn["model"]["_target_"] == "dereverb.models.TCN"
+    for key in ("data", "optim", "loss", "run", "sample_rate", "seed"):
+        assert dtcn[key] == tcn[key], key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["optim.lr=-1"], r"^optim\.lr: -1 "),
+        (["optim.lr=0"], r"^optim\.lr: 0 "),
+        (["sample_rate=22050"], r"^sample_rate: 22050 "),
+        (["seed=1.5"], r"^seed: 1\.5 "),
+        (["run.epochs=0"], r"^run\.epochs: 0 "),
+        (["run.precision=fp8"], r"^run\.precision: 'fp8' "),
+        (["run.best_key=loss"], r"^run\.best_key: 'loss' "),
+        (["run.ckpt_interval_steps=10"], r"^run\.ckpt_interval_steps: 10 .*ckpt_interval_minutes"),
+        (["run.limit_train_batches=0"], r"^run\.limit_train_batches: 0 "),
+        (["run.device=tpu"], r"^run\.device: 'tpu' "),
+        (["optim.plateau_factor=1.5"], r"^optim\.plateau_factor: 1\.5 "),
+        (["data=folder"], r"^data\.root is required"),
+        (["data=simulate"], r"^data\.clean_root is required"),
+        (["model._target_=torch.nn.Linear"], r"^model\._target_: 'torch\.nn\.Linear' "),
+    ],
+)
+def test_validate_refuses_bad_values_with_one_line_naming_the_key(overrides, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        validate(compose("dtcn", overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_validate_checks_the_data_settings():
+    with pytest.raises(DataError, match=r"^data\.target='direct'") as info:
+        validate(compose("dtcn", ["data=folder", "data.root=/x", "data.target=direct"]))
+    assert "\n" not in str(info.value)
