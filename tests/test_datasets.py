@@ -447,16 +447,14 @@ def test_demo_early_target(tmp_path):
     torch.testing.assert_close(item["target"], torch.from_numpy(early))
 
 
-def test_simulate_own_speech_and_own_rirs(tmp_path):
+def test_simulate_own_speech_and_own_rirs(tmp_path, rir_bank):
     clean = tmp_path / "corpus"
     for spk in ("1089", "121"):
         for k in range(6):
             _write(clean / spk / "ch1" / f"{spk}-{k}.flac", _noise(12000, k, 0.3), 16000, subtype="PCM_16")
-    rirs = tmp_path / "rirs"
-    for k in range(6):
-        h = np.zeros(400, np.float32)
-        h[10], h[60 + k * 10], h[200] = 1.0, 0.5, 0.2
-        _write(rirs / f"room{k}.wav", h)
+    rirs = tmp_path / "rirs"  # the shared tiny bank's RIRs, standing in for measured ones
+    for k in range(len(rir_bank)):
+        _write(rirs / f"room{k}.wav", rir_bank[k].rir)
     cfg = {"kind": "simulate", "clean_root": str(clean), "rir_root": str(rirs), "save_folder": str(tmp_path / "s")}
     cfg |= {"valid_fraction": 0.2, "test_fraction": 0.2, "segment_s": 0.5}
     manifests = prepare(cfg, RATE, progress=False)
@@ -581,3 +579,17 @@ def test_prepare_stays_callable_after_the_cli_module_is_imported(tmp_path):
     _pairs(tmp_path / "data")
     manifests = dereverb.data.prepare(_folder_cfg(tmp_path / "data", tmp_path / "save"), RATE, progress=False)
     assert manifests["train"].is_file()
+
+
+def test_demo_short_utterances_fill_the_segment(tmp_path):
+    cfg = _demo_cfg(tmp_path, segment_s=2.0, train_rirs=1, eval_rirs=1)  # the pack's utterances: 0.6-0.8 s
+    train = build_datasets(cfg, RATE, progress=False)["train"]
+    torch.manual_seed(0)
+    for i in range(len(train)):
+        item = train[i]
+        assert item["reverb"].shape == (16000,)
+        assert item["target"].shape == (16000,)
+        active = (item["target"].abs() > 0).nonzero()
+        n = round(float(_rows(next((tmp_path / "save").iterdir()) / "train.csv")[i]["duration_s"]) * RATE)
+        assert n - 100 <= int(active[-1] - active[0]) + 1 <= n + 100  # the whole utterance, once
+        assert item["reverb"][active[-1] + 1 :].abs().sum() > 0 or active[-1] == 15999  # the tail continues

@@ -27,13 +27,13 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dereverb.data.audio import audio_info, read_audio
+from dereverb.data.audio import audio_info, read_audio, write_audio
 from dereverb.data.errors import DataError
 from dereverb.data.manifests import (
     SETTINGS_FILE,
@@ -188,7 +188,6 @@ class _Plan:
     fingerprint: list
     roots: dict[str, str]
     build: Callable[[Path, bool], dict]
-    summary: dict = field(default_factory=dict)
 
 
 def prepare(data_cfg, sample_rate: int, progress: bool = True) -> dict[str, Path]:
@@ -586,7 +585,6 @@ def _build_mixing(
     """Training manifest (clean sources, mixed at load time) + RIR banks + cached valid/test."""
     from dereverb.data import rooms
 
-    banks = _make_banks(tmp / "rirs", s, sample_rate, rir_files, rir_root, progress)
     per_split: dict[str, list[dict]] = {}
     train_rows = []
     for src in _progress(sources["train"], progress and full_check, "train (check)"):
@@ -606,6 +604,7 @@ def _build_mixing(
             }
         )
     per_split["train"] = train_rows
+    banks = _make_banks(tmp / "rirs", s, sample_rate, rir_files, rir_root, progress)  # after the checks
     for offset, split in enumerate(("valid", "test"), start=1):
         bank = banks[split]
         rng = np.random.default_rng([s["seed"], offset])
@@ -624,7 +623,7 @@ def _build_mixing(
             _, early = rooms.reverberate(clean, rir, target="early")
             row = {"ID": src.id, "duration_s": len(clean) / sample_rate, "speaker": src.speaker, "rir": index}
             for role, x in (("reverb", reverb), ("clean", direct), ("early", early)):
-                _write_wav(tmp / split / role / f"{src.id}.wav", x, sample_rate)
+                write_audio(tmp / split / role / f"{src.id}.wav", x, sample_rate)
                 row[role] = f"$prep_root/{split}/{role}/{src.id}.wav"
             row.update(_rir_meta(rir))
             rows.append(row)
@@ -639,12 +638,6 @@ def _build_mixing(
             raise DataError(f"no usable utterances left for the {split} split")
     bad.report("clean files")
     return _stats(per_split, bad)
-
-
-def _write_wav(path: Path, x: np.ndarray, sample_rate: int) -> None:
-    from dereverb.data.audio import write_audio
-
-    write_audio(path, x, sample_rate)
 
 
 def _rir_meta(rir) -> dict:
@@ -721,8 +714,10 @@ def build_datasets(data_cfg, sample_rate: int, progress: bool = True) -> dict:
 
     Items give ``id`` (str), ``reverb`` and ``target`` (float32 Tensor[T], aligned, same length).
     Training items are cropped to ``data.segment_s`` at a random position (the same crop for
-    both; utterances shorter than that are used whole); the mixing kinds (``demo``,
-    ``simulate``) convolve each training crop with a random RIR of the training bank every time.
+    both). The mixing kinds (``demo``, ``simulate``) convolve each training crop with a random RIR
+    of the training bank every time, and place an utterance shorter than ``segment_s`` at a random
+    position in silence (so every item has exactly ``segment_s``, the reverberant tail included);
+    the paired kinds (``folder``, ``whamr``) use shorter pairs whole (``PaddedBatch`` pads them).
     Validation and test items are whole utterances. The manifest's other columns
     (``duration_s``, ``speaker``, ``t60_s``, ...) stay in ``dataset.data`` for sorting/filtering.
 
@@ -821,6 +816,9 @@ class _mixing_item:
         rng = _rng()
         clean = read_audio(clean_path, self.sample_rate, resample=True)
         rir = self.bank[int(rng.integers(len(self.bank)))]
+        if len(clean) < self.segment:  # a short utterance at a random place in silence: its tail fills the rest
+            left = int(rng.integers(0, self.segment - len(clean) + 1))
+            clean = np.pad(clean, (left, self.segment - len(clean) - left))
         start = _crop(len(clean), self.segment, rng)
         # reverberation carried in from before the crop: convolve from up to one RIR earlier
         context = min(start, len(rir.rir))
