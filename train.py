@@ -24,8 +24,42 @@ def _split_config(argv: list[str]) -> tuple[list[str], str, str]:
     sys.exit("usage: python train.py CONFIG.yaml [key=value ...]   (e.g. python train.py conf/dtcn.yaml)")
 
 
+def _one_line(err: Exception) -> str:
+    """Hydra's multi-line composition error as one line (the options of a group joined, no search path)."""
+    lines = str(err).splitlines()
+    if err.__cause__ is not None:  # e.g. "Key 'lrr' is not in struct" under "Could not override 'optim.lrr'."
+        lines[1:1] = str(err.__cause__).splitlines()[:1]
+    parts: list[str] = []
+    for line in lines:
+        if line.startswith(("Config search path", "See https://")):
+            break
+        if line.startswith("\t") and parts:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line.strip()
+        elif line.strip():
+            parts.append(line.strip().rstrip("."))
+    return "; ".join(parts)
+
+
+def _check_overrides(config_dir: str, config_name: str, args: list[str]) -> None:
+    """Compose once before Hydra does, to report a bad override in one line instead of Hydra's several.
+
+    Runs with Hydra flags (``-m``, ``--cfg``, ...) are left to Hydra, whose sweep syntax compose refuses.
+    """
+    if any(a.startswith("-") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            compose(config_name=config_name, overrides=args)
+    except HydraException as err:
+        sys.exit(f"train.py: error: {_one_line(err)}")
+
+
 def run() -> None:
     args, config_dir, config_name = _split_config(sys.argv[1:])
+    _check_overrides(config_dir, config_name, args)
     import hydra
     from omegaconf import DictConfig
 

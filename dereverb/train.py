@@ -98,6 +98,11 @@ def validate(cfg: DictConfig) -> None:
     _check(device in ("auto", "cpu") or device.split(":")[0] == "cuda", "run.device", device, "auto, cpu or cuda[:N]")
     target = cfg.model.get("_target_", "")
     _check(target in ("dereverb.models.DTCN", "dereverb.models.TCN"), "model._target_", target, "a dereverb model")
+    for key in ("N", "L", "B", "H", "P", "X", "R", "offset_groups", "skip_channels"):
+        if key in cfg.model:
+            value, least = cfg.model[key], 0 if key == "skip_channels" else 1
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= least
+            _check(ok, f"model.{key}", value, f"an integer >= {least}")
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -217,10 +222,9 @@ def main(cfg: DictConfig) -> Path:
     ddp_init_group(run_opts)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    # first, so that missing or bad data is reported before the output folder is written
+    model = _build_model(cfg)  # the model's own checks, before the (possibly long) data preparation
+    # before the output folder is written, so that missing or bad data leaves nothing behind
     run_on_main(prepare, kwargs={"data_cfg": cfg.data, "sample_rate": cfg.sample_rate, "progress": r.progress})
-
-    model = _build_model(cfg)
     if if_main_process():
         out.mkdir(parents=True, exist_ok=True)
         _check_resume_compatible(out, model, cfg.sample_rate)

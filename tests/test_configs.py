@@ -106,6 +106,9 @@ def test_primary_configs_differ_only_in_what_they_say():
         (["data=folder"], r"^data\.root is required"),
         (["data=simulate"], r"^data\.clean_root is required"),
         (["model._target_=torch.nn.Linear"], r"^model\._target_: 'torch\.nn\.Linear' "),
+        (["model.H=abc"], r"^model\.H: 'abc' is not valid \(an integer >= 1\)"),
+        (["model.R=0"], r"^model\.R: 0 "),
+        (["model.skip_channels=-1"], r"^model\.skip_channels: -1 "),
     ],
 )
 def test_validate_refuses_bad_values_with_one_line_naming_the_key(overrides, match):
