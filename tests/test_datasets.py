@@ -481,6 +481,23 @@ def test_simulate_below_rate_source_skipped(tmp_path):
         prepare(cfg, 16000, progress=False)
 
 
+def test_simulate_bad_files_error_or_skip(tmp_path):
+    clean = tmp_path / "corpus"
+    for k in range(8):
+        _write(clean / f"u{k}.wav", _noise(4000, k))
+    (clean / "u3.wav").write_text("not audio " * 20)
+    _write(clean / "u5.wav", np.full(4000, np.inf, np.float32))
+    cfg = {"kind": "simulate", "clean_root": str(clean), "save_folder": str(tmp_path / "s"), "rooms": TINY_ROOMS}
+    cfg |= {"train_rirs": 1, "eval_rirs": 1, "valid_fraction": 0.2, "test_fraction": 0.2}
+    with pytest.raises(DataError, match=r"u3.wav: not a readable audio file"):
+        prepare(cfg, RATE, progress=False)
+    manifests = prepare({**cfg, "on_bad_file": "skip"}, RATE, progress=False)
+    meta = json.loads((manifests["train"].parent / "prepared.json").read_text())
+    assert meta["skipped"]["count"] == 2
+    ids = sorted(r["ID"] for path in manifests.values() for r in _rows(path))
+    assert ids == ["u0", "u1", "u2", "u4", "u6", "u7"]
+
+
 # ------------------------------------------------------------------------------------ Hydra and CLI
 
 
@@ -593,3 +610,23 @@ def test_demo_short_utterances_fill_the_segment(tmp_path):
         n = round(float(_rows(next((tmp_path / "save").iterdir()) / "train.csv")[i]["duration_s"]) * RATE)
         assert n - 100 <= int(active[-1] - active[0]) + 1 <= n + 100  # the whole utterance, once
         assert item["reverb"][active[-1] + 1 :].abs().sum() > 0 or active[-1] == 15999  # the tail continues
+
+
+def test_changed_room_code_is_a_changed_setting(tmp_path, monkeypatch, caplog):
+    from dereverb.data import datasets, rooms
+
+    cfg = _demo_cfg(tmp_path, train_rirs=1, eval_rirs=1)
+    first = prepare(cfg, RATE, progress=False)
+    original = rooms.reverberate
+
+    def louder(clean, rir, target="direct"):
+        reverberant, out = original(clean, rir, target)
+        return reverberant, 2 * out
+
+    monkeypatch.setattr(rooms, "reverberate", louder)
+    datasets._simulator_fingerprint.cache_clear()
+    with caplog.at_level(logging.INFO, logger="dereverb.data"):
+        second = prepare(cfg, RATE, progress=False)
+    datasets._simulator_fingerprint.cache_clear()
+    assert second["train"].parent != first["train"].parent
+    assert "changed: simulator" in caplog.text

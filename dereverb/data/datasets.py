@@ -20,6 +20,8 @@ The kinds:
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -269,8 +271,31 @@ def _content_settings(s: dict, sample_rate: int) -> dict:
         content["own_rirs"] = s["rir_root"] is not None
     if "rooms" in s and not content.get("own_rirs"):
         content["rooms"] = _room_config(s).to_dict()  # checked now; {} and the defaults spelled out are equal
+    if "rooms" in s:
+        content["simulator"] = _simulator_fingerprint(sample_rate, not content.get("own_rirs"))
     content["sample_rate"] = sample_rate
     return content
+
+
+@functools.lru_cache(maxsize=4)
+def _simulator_fingerprint(sample_rate: int, simulated: bool) -> str:
+    """A digest of what the room code computes (one small room, a short signal through it, both
+    targets), so that a changed simulator or target definition is a changed setting too."""
+    from dereverb.data import rooms
+
+    if simulated:
+        config = rooms.RoomConfig(t60_range=(0.2, 0.2), distance_range=(1.0, 1.0))
+        rir = rooms.simulate_rir(config, sample_rate, np.random.default_rng(0))
+    else:
+        h = np.zeros(sample_rate // 10, np.float32)
+        h[[5, 40, 200, 500]] = [1.0, 0.5, -0.3, 0.1]
+        rir = rooms.Rir(h, sample_rate, 5, 0.1, 0.1, float("nan"), 0.0, (float("nan"),) * 3)
+    x = np.random.default_rng(1).standard_normal(sample_rate // 4)
+    parts = [rir.rir, *rooms.reverberate(x, rir, "direct"), rooms.reverberate(x, rir, "early")[1]]
+    digest = hashlib.sha256()
+    for part in parts:  # rounded: bit-level differences between machines must not count
+        digest.update(np.round(np.asarray(part, np.float64), 4).tobytes())
+    return digest.hexdigest()[:12]
 
 
 def _listing(folder: Path, extensions: list[str] | None = None) -> list[list]:
