@@ -93,7 +93,7 @@ class DereverbBrain(sb.Brain):
     def compute_objectives(self, predictions, batch, stage):
         target, lengths = batch.target
         loss = self.hparams.loss(predictions, target, lengths)
-        if stage != sb.Stage.TRAIN:
+        if stage != sb.Stage.TRAIN and if_main_process():  # only the main process scores (see on_stage_end)
             for i, utt_id in enumerate(batch.id):
                 est = (_trim((predictions, lengths), i), _trim(batch.target, i), _trim(batch.reverb, i))
                 self._outputs.append((utt_id, *est))
@@ -103,6 +103,14 @@ class DereverbBrain(sb.Brain):
 
     def on_stage_start(self, stage, epoch=None):
         self._outputs = []
+        if stage == sb.Stage.TRAIN:
+            # self.step is the batch count restored from an intra-epoch checkpoint (0 on a fresh epoch)
+            self._resumed_at, self._batches_run = self.step, 0
+            if self.step:
+                logger.info("epoch %d: resuming after batch %d (restored from the last checkpoint)", epoch, self.step)
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        self._batches_run += 1
 
     def _scorer(self) -> Scorer:
         if getattr(self, "_metric_scorer", None) is None:
@@ -133,8 +141,14 @@ class DereverbBrain(sb.Brain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
             self.train_loss = stage_loss
+            if self._resumed_at:
+                run, at = self._batches_run, self._resumed_at
+                logger.info("epoch %d: %d batches trained after resuming at batch %d", epoch, run, at)
             return
-        rows, summary = self._score(stage)
+        # Validation and test sets are not sharded across DDP processes: every process computes the
+        # same loss (for the learning-rate schedule), and only the main process, which writes the
+        # checkpoints and results, runs the metric workers.
+        rows, summary = self._score(stage) if if_main_process() else ([], {})
         stats = {"loss": stage_loss}
         for name, s in summary.items():
             stats[name] = s["mean"]

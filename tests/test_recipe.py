@@ -1,0 +1,538 @@
+"""The training recipe end to end: ``python train.py conf/dtcn.yaml ...`` in subprocesses (artifacts,
+resuming after a kill, DDP, sweeps, errors), an overfitting check, and non-finite losses.
+
+Every run writes under pytest's ``tmp_path`` (``output_dir``, ``data.save_folder``, the working
+directory of the subprocess); nothing is written into the repository.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from dereverb.config import CONF_DIR, compose
+from dereverb.data import rooms
+from dereverb.losses import NegSISDR
+from dereverb.models import DTCN
+from dereverb.pretrained import from_pretrained
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN = str(REPO / "train.py")
+CONFIG = str(CONF_DIR / "dtcn.yaml")
+RATE = 8000
+PACK_MANIFEST = REPO / "dereverb" / "assets" / "speech" / "manifest.csv"
+SMOKE_CHANNELS = {"N": 32, "B": 16, "H": 32, "X": 2, "R": 1}  # conf/debug/smoke.yaml
+
+
+# --------------------------------------------------------------------------------------------
+# data and subprocess helpers
+
+
+def _voice(f0: float, seconds: float, seed: int) -> np.ndarray:
+    """A harmonic tone with vibrato and a syllable-like envelope: speech-like enough to dereverberate."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * RATE)) / RATE
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * 2 * t))) / RATE
+    x = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 3 * t + rng.uniform(0, 2 * np.pi)), 0, None)
+    return (0.3 * x * envelope + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _exponential_rir(t60: float, seed: int) -> np.ndarray:
+    """A synthetic RIR: a unit direct path, then Gaussian noise decaying by 60 dB in ``t60`` seconds."""
+    n = round(t60 * RATE)
+    h = np.random.default_rng(seed).standard_normal(n) * 0.3 * 10 ** (-3 * np.arange(n) / n)
+    h[0] = 1.0
+    return h
+
+
+def _pairs(root: Path, n: int, seconds: float = 0.5) -> Path:
+    """``n`` pairs ``root/reverb/uNN.wav`` (the clean signal in a synthetic room) and ``root/clean/uNN.wav``."""
+    for i in range(n):
+        clean = _voice(100 + 7 * i, seconds, seed=i)
+        reverb = np.convolve(clean, _exponential_rir(0.3, seed=i))[: clean.size]
+        for role, x in (("clean", clean), ("reverb", reverb / np.abs(reverb).max() * 0.5)):
+            (root / role).mkdir(parents=True, exist_ok=True)
+            sf.write(root / role / f"u{i:02d}.wav", x.astype(np.float32), RATE, subtype="FLOAT")
+    return root
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    # tiny models: one thread each is fastest, and far faster when the CPUs are shared
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return env
+
+
+@pytest.fixture
+def one_thread():
+    """Run in-process training on one thread (tiny models; oversubscribed threads are many times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, TRAIN, CONFIG, *args]
+
+
+def _train(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python train.py conf/dtcn.yaml ARGS`` run from ``cwd``."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(_command(*args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _smoke_args(data: Path, tmp: Path, out: Path, *more: str) -> list[str]:
+    return [
+        "debug=smoke",
+        "data=folder",
+        f"data.root={data}",
+        f"data.save_folder={tmp / 'prepared'}",
+        f"output_dir={out}",
+        "run.progress=false",
+        *more,
+    ]
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The refused run's message: a non-zero exit and one line on stderr, no traceback."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("train.py: error: "), lines[0]
+    return lines[0]
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / "save").glob("CKPT+*"))
+
+
+def _test_ids(prepared: Path) -> list[str]:
+    (manifest,) = prepared.glob("8k-*/test.csv")
+    with open(manifest, newline="") as f:
+        return [row["ID"] for row in csv.DictReader(f)]
+
+
+def _check_run_folder(out: Path, n_test: int, cls_name: str = "DTCN") -> None:
+    """What a finished smoke run leaves: log, one end-of-epoch checkpoint, test results, the model."""
+    log = (out / "train_log.txt").read_text()
+    assert re.search(r"^epoch: 1, lr: .* - train loss: [-\d.e+]+ - valid loss: ", log, re.M), log
+    assert "epoch loaded: 1 - test loss:" in log
+    (ckpt,) = _checkpoints(out)
+    assert (ckpt / "model.ckpt").stat().st_size > 0
+    meta = yaml.safe_load((ckpt / "CKPT.yaml").read_text())
+    assert meta["end-of-epoch"] is True
+    assert "best_key" in meta
+    assert not list((out / "save").glob("tmp-*"))
+
+    with open(out / "test_results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n_test
+    columns = set(rows[0])
+    for name in ("pesq_nb", "stoi", "estoi", "si_sdr"):
+        assert {name, f"input_{name}"} <= columns
+    for row in rows:
+        assert np.isfinite(float(row["si_sdr"]))
+        assert np.isfinite(float(row["input_si_sdr"]))
+    summary = json.loads((out / "test_summary.json").read_text())
+    assert summary["si_sdr"]["mean"] == pytest.approx(np.mean([float(r["si_sdr"]) for r in rows]))
+    assert "input_si_sdr" in summary
+
+    model = from_pretrained(out / "model")
+    assert type(model).__name__ == cls_name
+    config = model.get_config()
+    assert {k: config[k] for k in SMOKE_CHANNELS} == SMOKE_CHANNELS
+    # the exported weights are the best checkpoint's
+    best = torch.load(ckpt / "model.ckpt", map_location="cpu", weights_only=True)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, best[name])
+    with torch.no_grad():
+        assert model(torch.randn(1, RATE // 4)).shape == (1, RATE // 4)
+    for name in ("config.yaml", "environment.json", "model_config.json"):
+        assert (out / name).is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# 2. the smoke run, in a subprocess
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    """20 generated pairs of 0.5 s: 16 train, 2 valid, 2 test (the folder kind's default split)."""
+    return _pairs(tmp_path_factory.mktemp("pairs"), 20)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(pairs, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """One ``debug=smoke data=folder`` run; returns (its tmp folder, output folder, process)."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    out = tmp / "out"
+    proc = _train(tmp / "cwd", *_smoke_args(pairs, tmp, out))
+    return tmp, out, proc
+
+
+def test_smoke_run_on_paired_folders(smoke_run):
+    tmp, out, proc = smoke_run
+    _ok(proc)
+    _check_run_folder(out, n_test=len(_test_ids(tmp / "prepared")))
+    assert not list((tmp / "cwd").iterdir()), "the run wrote into its working directory"
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["model"]["L"] == 16  # resolved
+    assert saved["data"]["kind"] == "folder"
+
+
+def test_resume_with_another_model_config_is_refused(smoke_run, pairs):
+    tmp, out, proc = smoke_run
+    _ok(proc)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix != ".log"}
+    line = _one_line_error(_train(tmp / "cwd", *_smoke_args(pairs, tmp, out, "model.H=48")))
+    assert str(out) in line
+    assert "(H differ)" in line
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix != ".log"}
+    assert after == before  # nothing of the old run touched
+
+
+@pytest.mark.slow
+def test_smoke_run_on_the_demo_data(tmp_path):
+    if not PACK_MANIFEST.is_file():
+        pytest.skip(f"the speech pack is not installed ({PACK_MANIFEST} does not exist)")
+    out = tmp_path / "out"
+    proc = _ok(
+        _train(
+            tmp_path / "cwd",
+            "debug=smoke",
+            f"data.save_folder={tmp_path / 'prepared'}",
+            f"output_dir={out}",
+            "run.progress=false",
+            timeout=600,
+        )
+    )
+    assert "data.kind=demo" in proc.stdout
+    n_test = min(4, len(_test_ids(tmp_path / "prepared")))  # run.limit_test_items=4
+    _check_run_folder(out, n_test=n_test)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. a tiny DTCN overfits one batch
+
+
+def test_tiny_dtcn_overfits_one_batch(rir_bank, one_thread):
+    clean = [_voice(120, 0.5, seed=0), _voice(210, 0.5, seed=1)]
+    pairs = [rooms.reverberate(c, rir_bank[i]) for i, c in enumerate(clean)]
+    reverb = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    target = torch.from_numpy(np.stack([p[1] for p in pairs]))
+    loss_fn = NegSISDR()
+    with torch.no_grad():
+        input_si_sdr = -loss_fn(reverb, target)
+    model = DTCN(N=32, L=16, B=32, H=32, X=4, R=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    improvement = torch.full((2,), -np.inf)
+    for step in range(300):
+        optimizer.zero_grad()
+        loss = loss_fn(model(reverb), target).mean()
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 9:
+            with torch.no_grad():
+                improvement = -loss_fn(model(reverb), target) - input_si_sdr
+            if improvement.min() >= 10:
+                break
+    assert improvement.min() >= 10, f"SI-SDR improvement {improvement.tolist()} dB after {step + 1} steps"
+
+
+# --------------------------------------------------------------------------------------------
+# 4. resuming after a kill, mid-epoch and during a checkpoint save
+
+
+def test_killed_run_resumes_from_the_last_complete_checkpoint(tmp_path):
+    data = _pairs(tmp_path / "pairs", 25, seconds=0.25)  # 20 training pairs: 20 batches of 1
+    out = tmp_path / "out"
+    args = _smoke_args(
+        data, tmp_path, out, "run.batch_size=1", "run.limit_train_batches=20", "run.ckpt_interval_steps=1"
+    )
+    (tmp_path / "cwd").mkdir()
+    first = subprocess.Popen(
+        _command(*args),
+        cwd=tmp_path / "cwd",
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not _checkpoints(out) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(first.pid, signal.SIGKILL)  # mid-epoch: 20 batches, the first checkpoint after batch 1
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+    assert not (out / "train_log.txt").exists() or "epoch: 1" not in (out / "train_log.txt").read_text()
+
+    complete = _checkpoints(out)
+    assert complete, "no checkpoint before the kill"
+    metas = {c: yaml.safe_load((c / "CKPT.yaml").read_text()) for c in complete}
+    latest = max(complete, key=lambda c: metas[c]["unixtime"])
+    assert metas[latest]["end-of-epoch"] is False  # an intra-epoch checkpoint
+    step = int((latest / "dataloader-TRAIN.ckpt").read_text())
+    assert 1 <= step < 20
+    assert yaml.safe_load((latest / "brain.ckpt").read_text())["step"] == step
+
+    # a save killed half-way: the newest folder, holding only its CKPT.yaml
+    torn = out / "save" / "tmp-CKPT+2099-01-01+00-00-00+00"
+    torn.mkdir()
+    (torn / "CKPT.yaml").write_text(
+        yaml.safe_dump({"end-of-epoch": False, "unixtime": 4.1e9, "INTRA_EPOCH_CKPT_FLAG": True})
+    )
+
+    second = _ok(_train(tmp_path / "cwd", *args))
+    log = second.stdout
+    assert re.search(rf"WARNING.*removing {re.escape(str(torn))}: an incomplete checkpoint", log), log
+    assert not torn.exists()
+    assert f"Loading a checkpoint from {latest}" in log
+    assert f"epoch 1: resuming after batch {step} " in log
+    assert f"epoch 1: {20 - step} batches trained after resuming at batch {step}" in log
+    assert (out / "train_log.txt").read_text().count("epoch: 1,") == 1
+    _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))
+
+
+def test_a_save_that_fails_half_way_leaves_no_checkpoint(tmp_path, monkeypatch, caplog):
+    from dereverb.brain import AtomicCheckpointer
+
+    model = torch.nn.Linear(2, 2)
+    other = torch.nn.Linear(2, 2)
+    checkpointer = AtomicCheckpointer(tmp_path / "save", recoverables={"a": model, "b": other})
+    good = checkpointer.save_checkpoint(meta={"n": 1})
+    assert good.path.name.startswith("CKPT+")
+
+    def dies(obj, path):
+        assert (Path(path).parent / "CKPT.yaml").is_file()
+        raise KeyboardInterrupt  # as a kill would, after CKPT.yaml and a.ckpt are written
+
+    monkeypatch.setitem(checkpointer.custom_save_hooks, "b", dies)
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save_checkpoint(meta={"n": 2})
+    (torn,) = (tmp_path / "save").glob("tmp-CKPT+*")
+    assert (torn / "CKPT.yaml").is_file()
+    assert [c.path for c in checkpointer.list_checkpoints()] == [good.path]
+
+    caplog.set_level("WARNING", logger="dereverb.brain")
+    fresh = torch.nn.Linear(2, 2)
+    restarted = AtomicCheckpointer(tmp_path / "save", recoverables={"a": fresh, "b": torch.nn.Linear(2, 2)})
+    assert "an incomplete checkpoint left by an interrupted save" in caplog.text
+    assert not torn.exists()
+    assert restarted.recover_if_possible().meta["n"] == 1
+    torch.testing.assert_close(fresh.weight, torch.load(good.path / "a.ckpt")["weight"])
+    assert not torch.equal(fresh.weight, torch.full((2, 2), 7.0))
+
+
+# --------------------------------------------------------------------------------------------
+# 5. two DDP processes (gloo, CPU) share one output folder
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_share_one_output_folder(pairs, tmp_path):
+    out = tmp_path / "out"
+    (tmp_path / "cwd").mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=0",
+            TRAIN,
+            CONFIG,
+            *_smoke_args(pairs, tmp_path, out),
+        ],
+        cwd=tmp_path / "cwd",
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    _ok(proc)
+    _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))  # exactly one checkpoint
+    assert {p.name for p in tmp_path.iterdir()} == {"cwd", "out", "prepared"}
+    assert not list((tmp_path / "cwd").iterdir())
+    assert len(list((tmp_path / "prepared").glob("8k-*"))) == 1
+    assert (out / "train_log.txt").read_text().count("epoch: 1,") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# 6. non-finite losses
+
+
+def test_nonfinite_losses_are_skipped_then_stop_training(pairs, tmp_path, monkeypatch, one_thread):
+    from dereverb.brain import DereverbBrain
+    from dereverb.train import TrainingError, main
+
+    seen = {"train_calls": 0}
+    original = DereverbBrain.compute_forward
+
+    def poisoned(self, batch, stage):
+        if stage.name != "TRAIN":
+            return original(self, batch, stage)
+        seen["train_calls"] += 1
+        model = self.modules.model
+        if "initial" not in seen:
+            seen["model"], seen["initial"] = model, {k: v.clone() for k, v in model.state_dict().items()}
+        batch = batch.to(self.device)
+        reverb, _ = batch.reverb
+        if seen["train_calls"] % 2 == 1:  # batches 1, 3, 5, ...: NaN input
+            reverb = torch.full_like(reverb, float("nan"))
+        return model(reverb)
+
+    monkeypatch.setattr(DereverbBrain, "compute_forward", poisoned)
+    cwd = os.getcwd()
+    cfg = compose(
+        "dtcn",
+        _smoke_args(pairs, tmp_path, tmp_path / "out", "run.limit_train_batches=8", "run.nonfinite_patience=2"),
+    )
+    with pytest.raises(TrainingError, match=r"run\.nonfinite_patience=2 ") as info:
+        main(cfg)
+    assert "\n" not in str(info.value)
+    assert seen["train_calls"] == 5  # the third NaN batch exceeds the patience of 2; no batch after it
+    assert os.getcwd() == cwd
+    state = seen["model"].state_dict()
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert any(not torch.equal(v, seen["initial"][k]) for k, v in state.items())  # the clean batches trained
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_nonfinite_loss_through_train_py_exits_with_one_line(pairs, tmp_path):
+    code = "\n".join(
+        [
+            "import runpy, sys",
+            "from dereverb.brain import DereverbBrain",
+            "original = DereverbBrain.compute_objectives",
+            "def nan_loss(self, predictions, batch, stage):",
+            "    return original(self, predictions, batch, stage) * float('nan')",
+            "DereverbBrain.compute_objectives = nan_loss",
+            f"sys.argv = {[TRAIN, CONFIG, *_smoke_args(pairs, tmp_path, tmp_path / 'out')]!r}",
+            f"runpy.run_path({TRAIN!r}, run_name='__main__')",
+        ]
+    )
+    (tmp_path / "cwd").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path / "cwd", env=_env(), capture_output=True, text=True, timeout=300
+    )
+    line = _one_line_error(proc)
+    assert "training stopped: the loss was not finite" in line
+    assert "run.nonfinite_patience=3" in line
+
+
+# --------------------------------------------------------------------------------------------
+# 7. invalid configurations are refused before any training
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["optim.lr=-1"], "optim.lr: -1 is not valid"),
+        (["sample_rate=22050"], "sample_rate: 22050 is not valid"),
+        (["data=folder", "data.root=/nonexistent"], "data.root=/nonexistent: no such folder"),
+        (["data=folder"], "data.root is required"),
+        (["run.precision=fp8"], "run.precision: 'fp8' is not valid"),
+        (["model.L=15"], "model: L (encoder window) must be even"),  # the model's own check, before the data
+    ],
+)
+def test_invalid_values_exit_with_one_line(overrides, expected, tmp_path):
+    out = tmp_path / "out"
+    line = _one_line_error(
+        _train(tmp_path / "cwd", *overrides, f"data.save_folder={tmp_path / 'p'}", f"output_dir={out}")
+    )
+    assert expected in line
+    assert not (out / "save").exists()
+    assert not (out / "config.yaml").exists()
+    assert not (tmp_path / "p").exists()
+    assert not list((tmp_path / "cwd").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["optim.lrr=1"], "optim.lrr"),
+        (["model=nope"], "model/nope"),
+        (["+foo"], "+foo"),
+    ],
+)
+def test_hydra_errors_exit_without_a_traceback(overrides, expected, tmp_path):
+    out = tmp_path / "out"
+    proc = _train(tmp_path / "cwd", *overrides, f"output_dir={out}")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert expected in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()
+
+
+def test_train_py_needs_a_config_file(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, TRAIN, str(tmp_path / "missing.yaml")],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert _one_line_error(proc).endswith("missing.yaml not found")
+    proc = subprocess.run([sys.executable, TRAIN, "seed=1"], cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("usage: python train.py CONFIG.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# 8. Hydra's flags
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    out = tmp_path / "out"
+    proc = _ok(_train(tmp_path / "cwd", "--cfg", "job", "model=tcn_small", "seed=7", f"output_dir={out}"))
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["model"]["_target_"] == "dereverb.models.TCN"
+    assert cfg["model"]["H"] == 256
+    assert cfg["seed"] == 7
+    assert cfg["optim"]["lr"] == 1e-3
+    assert "hydra" not in cfg
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_multirun_gives_one_folder_per_job(pairs, tmp_path):
+    sweep = tmp_path / "multirun"
+    args = _smoke_args(pairs, tmp_path, tmp_path / "unused", "run.limit_train_batches=1", "run.test=false")
+    proc = _ok(_train(tmp_path / "cwd", "-m", "seed=1,2", f"hydra.sweep.dir={sweep}", *args, timeout=600))
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["seed=1", "seed=2"], proc.stdout[-3000:]
+    for job in jobs:
+        assert len(_checkpoints(job)) == 1
+        assert from_pretrained(job / "model").get_config()["H"] == SMOKE_CHANNELS["H"]
+        assert yaml.safe_load((job / "config.yaml").read_text())["seed"] == int(job.name.split("=")[1])
+    assert not (tmp_path / "unused").exists()
+    assert not list((tmp_path / "cwd").iterdir())
