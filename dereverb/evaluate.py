@@ -1,0 +1,738 @@
+"""Evaluate a dereverberation model on a reverberant test set, beside the input and classical baselines.
+
+``python scripts/evaluate.py --model MODEL --data DATA --out OUTDIR`` (or ``dereverb-evaluate``)
+enhances every utterance of the test set, scores the model output, the unprocessed input and
+(``--baselines wpe``) single-channel WPE against the reference with :class:`dereverb.metrics.Scorer`,
+and writes a per-utterance CSV and a summary (Markdown and JSON); optionally the enhanced audio,
+figures and a self-contained HTML report. See ``docs/evaluation.md`` for every option and column.
+
+``MODEL`` is a shipped model name, a model folder written by
+:func:`~dereverb.pretrained.save_pretrained`, or a training folder ``results/<name>/<seed>``
+(its ``model/`` export, else its best ``save/CKPT+*`` checkpoint). ``DATA`` is a paired folder
+(``reverb/``, ``clean/``, optional ``early/``), a prepared manifest CSV, or a dataset config given
+as Hydra overrides (``data=demo``; ``data=whamr data.root=/data/whamr``): its prepared test split.
+
+Policies:
+
+* **Rates.** Metrics are computed at the reference's rate (8 or 16 kHz; a reference at another
+  rate is resampled to 16 kHz, or 8 kHz below 16 kHz). The model gets the input resampled from
+  its file to the model's rate, and its output is resampled to the metric rate; the summary says
+  so, and flags ``pesq_wb`` of an 8 kHz model's upsampled output.
+* **Lengths.** All signals of an utterance are cropped to the shortest (from the start); the CSV
+  records the difference, and a difference above 1 % of the reference is logged and counted.
+* **Failures.** A metric that cannot be computed is missing (an empty cell, the reason in the
+  ``failures`` column), counted in the summary, never 0 and never dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dereverb.data.errors import DataError
+
+__all__ = [
+    "EvaluationError",
+    "EvaluationResult",
+    "LoadedModel",
+    "TestSet",
+    "Utterance",
+    "evaluate",
+    "load_model",
+    "load_test_set",
+    "main",
+]
+
+log = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = ("wav", "flac")
+METRIC_RATES = (8000, 16000)
+LENGTH_WARNING = 0.01
+"""A length difference above this fraction of the reference is logged and counted."""
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot run (the message, one line, says why)."""
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to enhance, with where it came from.
+
+    Attributes:
+        model: the TCN/DTCN in eval mode.
+        sample_rate: the rate it works at.
+        source: a one-line description (folder, checkpoint and its ``best_key``).
+    """
+
+    model: object
+    sample_rate: int
+    source: str
+
+
+def load_model(spec: str | os.PathLike, device: str = "cpu") -> LoadedModel:
+    """Load a model from a shipped name, a model folder or a training folder ``results/<name>/<seed>``.
+
+    A training folder's ``model/`` export is used when present; otherwise the ``save/CKPT+*``
+    checkpoint with the highest ``best_key`` in its ``CKPT.yaml`` (the newest on a tie), rebuilt
+    from ``model_config.json``.
+
+    Raises:
+        ModelFolderError: not a dereverb model (one line saying why).
+    """
+    from dereverb.pretrained import CONFIG_FILE, ModelFolderError, from_pretrained
+
+    path = Path(spec)
+    if path.is_dir() and not (path / CONFIG_FILE).is_file():
+        if (path / "model" / CONFIG_FILE).is_file():
+            model = from_pretrained(path / "model", map_location=device)
+            return LoadedModel(model, model.sample_rate, f"training folder {path}, its export model/")
+        if (path / "model_config.json").is_file() or (path / "save").is_dir():
+            return _from_training_folder(path, device)
+        raise ModelFolderError(
+            f"{path} is not a dereverb model: no {CONFIG_FILE} (a model folder) and no model_config.json "
+            "(a training folder results/<name>/<seed>)"
+        )
+    model = from_pretrained(spec, map_location=device)
+    where = f"model folder {path}" if path.is_dir() else f"shipped model {spec}"
+    return LoadedModel(model, model.sample_rate, where)
+
+
+def _from_training_folder(path: Path, device: str) -> LoadedModel:
+    import torch
+    import yaml
+
+    from dereverb.models import MODELS
+    from dereverb.pretrained import ModelFolderError
+
+    record_path = path / "model_config.json"
+    if not record_path.is_file():
+        raise ModelFolderError(f"{path}: a training folder needs model_config.json (written when training starts)")
+    try:
+        record = json.loads(record_path.read_text())
+        cls, config, rate = MODELS[record["class"]], record["config"], int(record["sample_rate"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ModelFolderError(f"{record_path}: not a dereverb model record ({type(err).__name__}: {err})") from None
+    candidates = []
+    for ckpt in sorted((path / "save").glob("CKPT+*")):
+        if not ((ckpt / "CKPT.yaml").is_file() and (ckpt / "model.ckpt").is_file()):
+            continue
+        try:
+            meta = yaml.safe_load((ckpt / "CKPT.yaml").read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        value = meta.get("best_key")
+        value = float(value) if isinstance(value, int | float) and math.isfinite(value) else -math.inf
+        candidates.append((value, ckpt.name, ckpt))
+    if not candidates:
+        raise ModelFolderError(f"{path}: no complete checkpoint in {path / 'save'} (CKPT+*/CKPT.yaml and model.ckpt)")
+    best_key, _, ckpt = max(candidates)
+    try:
+        model = cls(**config)
+        state = torch.load(ckpt / "model.ckpt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError, OSError, KeyError) as err:
+        first = " ".join(str(err).split())[:300]
+        raise ModelFolderError(f"{ckpt / 'model.ckpt'}: cannot load it into {record['class']} ({first})") from None
+    model.sample_rate = rate
+    model = model.to(device).eval()
+    return LoadedModel(model, rate, f"training folder {path}, checkpoint {ckpt.name} (best_key {best_key:.4g})")
+
+
+# --------------------------------------------------------------------------------------------
+# the test set
+
+
+@dataclass
+class Utterance:
+    """One test item: the reverberant input, the reference and the manifest's numeric columns."""
+
+    id: str
+    reverb: Path
+    reference: Path
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class TestSet:
+    """The utterances to score and a description of where they came from."""
+
+    utterances: list[Utterance]
+    source: str
+    reference: str
+
+
+def load_test_set(
+    spec: str | os.PathLike | Sequence[str], reference: str = "clean", sample_rate: int = 8000
+) -> TestSet:
+    """Find the utterances of a test set (paired folder, manifest CSV, or dataset config overrides).
+
+    Args:
+        spec: a folder with ``reverb/`` and ``clean/`` (optional ``early/``), a prepared manifest
+            ``*.csv``, or Hydra overrides of ``conf/prepare.yaml`` such as ``["data=demo"]``.
+        reference: ``clean`` or ``early``.
+        sample_rate: the rate a dataset config is prepared at unless the overrides set
+            ``sample_rate=`` (the model's rate is a good choice).
+
+    Raises:
+        DataError: missing pairs (the first few named), a missing folder, column or early reference.
+    """
+    if reference not in ("clean", "early"):
+        raise DataError(f"--reference {reference}: expected clean or early")
+    items = [str(spec)] if isinstance(spec, str | os.PathLike) else [str(s) for s in spec]
+    if not items:
+        raise DataError("--data: give a folder, a manifest CSV or a dataset config such as data=demo")
+    if len(items) > 1 or "=" in items[0]:
+        return _from_config(items, reference, sample_rate)
+    if len(items) != 1:
+        raise DataError(f"--data: one folder or manifest, got {len(items)}")
+    path = Path(items[0]).expanduser()
+    if path.is_dir():
+        return _from_folder(path, reference)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return _from_manifest(path, reference)
+    if path.exists():
+        raise DataError(f"{path}: not a folder or a .csv manifest")
+    raise DataError(f"{path}: no such folder or manifest (or give a dataset config such as data=demo)")
+
+
+def _audio_files(folder: Path) -> dict[str, Path]:
+    return {
+        p.name: p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS
+    }
+
+
+def _from_folder(root: Path, reference: str) -> TestSet:
+    for role in ("reverb", reference):
+        if not (root / role).is_dir():
+            hint = " (--reference early needs one)" if role == "early" else ""
+            raise DataError(f"{root}: no {role}/ folder{hint}; a paired test folder holds reverb/ and clean/")
+    inputs, refs = _audio_files(root / "reverb"), _audio_files(root / reference)
+    if not inputs:
+        raise DataError(f"{root / 'reverb'}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    unpaired = [f"reverb/{n}" for n in sorted(set(inputs) - set(refs))]
+    unpaired += [f"{reference}/{n}" for n in sorted(set(refs) - set(inputs))]
+    if unpaired:
+        raise DataError(
+            f"{root}: {len(unpaired)} files without a partner of the same name in reverb/ and {reference}/ "
+            f"(first: {', '.join(unpaired[:5])})"
+        )
+    utts = [Utterance(Path(name).stem, inputs[name], refs[name]) for name in sorted(inputs)]
+    return TestSet(utts, f"paired folder {root}", reference)
+
+
+def _from_manifest(path: Path, reference: str) -> TestSet:
+    from dereverb.data.manifests import NUMERIC_COLUMNS, find_prepared, read_manifest
+
+    meta = find_prepared(path.parent) or {}
+    replacements = {**meta.get("roots", {}), "prep_root": str(path.parent.resolve())}
+    try:
+        rows = read_manifest(path, replacements)
+    except DataError:
+        raise
+    except Exception as err:  # a CSV that is not a manifest: say which file, in one line
+        raise DataError(
+            f"{path}: not a readable manifest ({type(err).__name__}: {' '.join(str(err).split())})"
+        ) from None
+    if not rows:
+        raise DataError(f"{path}: the manifest has no rows")
+    first = next(iter(rows.values()))
+    for column in ("reverb", reference):
+        if column not in first:
+            hint = " (a training manifest holds clean speech only: use the test manifest)" if column == "reverb" else ""
+            raise DataError(f"{path}: no {column!r} column{hint}")
+    utts = []
+    for uid, row in rows.items():
+        numeric = {k: row[k] for k in NUMERIC_COLUMNS if k in row and k != "duration_s"}
+        utts.append(Utterance(uid, Path(row["reverb"]), Path(row[reference]), numeric))
+    return TestSet(utts, f"manifest {path}", reference)
+
+
+def _from_config(overrides: list[str], reference: str, sample_rate: int) -> TestSet:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dereverb.config import compose
+    from dereverb.data.datasets import prepare
+
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise DataError(f"--data: {bad[0]!r} is not a config override (key=value); a folder or CSV comes alone")
+    if not any(o.split("=", 1)[0].lstrip("+~") == "sample_rate" for o in overrides):
+        overrides = [*overrides, f"sample_rate={sample_rate}"]
+    try:
+        cfg = compose("prepare", overrides)
+        manifests = prepare(cfg.data, cfg.sample_rate, progress=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise DataError(f"--data {' '.join(overrides)}: {' '.join(str(err).split())}") from None
+    test = _from_manifest(manifests["test"], reference)
+    test.source = f"{' '.join(overrides)} (test split, {manifests['test']})"
+    return test
+
+
+# --------------------------------------------------------------------------------------------
+# enhancement
+
+
+def _batches(lengths: list[int], batch_size: int, pad_tolerance: float) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted, longest first).
+
+    An utterance joins a batch only if padding it to the batch's longest costs at most
+    ``pad_tolerance`` of its length (0: only equal lengths share a batch, so every output is
+    exactly what the model gives the utterance alone).
+
+    Example:
+        >>> _batches([100, 100, 90, 100], 2, 0.0)
+        [[0, 1], [3], [2]]
+        >>> _batches([100, 100, 95, 100], 4, 0.1)
+        [[0, 1, 3, 2]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out: list[list[int]] = []
+    for i in order:
+        if out and len(out[-1]) < batch_size and lengths[out[-1][0]] <= lengths[i] * (1 + pad_tolerance):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def _enhance(model, signals: list[np.ndarray], batch_size: int, pad_tolerance: float, device: str, timing: list):
+    """Model outputs (float32, each the length of its input); appends seconds per utterance to ``timing``."""
+    import torch
+
+    outputs: list[np.ndarray | None] = [None] * len(signals)
+    with torch.inference_mode():
+        for batch in _batches([len(s) for s in signals], batch_size, pad_tolerance):
+            longest = len(signals[batch[0]])
+            x = torch.zeros(len(batch), longest)
+            for row, i in enumerate(batch):
+                x[row, : len(signals[i])] = torch.from_numpy(signals[i])
+            start = time.perf_counter()
+            y = model(x.to(device)).float().cpu().numpy()
+            elapsed = time.perf_counter() - start
+            timing.extend([elapsed / len(batch)] * len(batch))
+            for row, i in enumerate(batch):
+                outputs[i] = np.ascontiguousarray(y[row, : len(signals[i])])
+    return outputs
+
+
+# --------------------------------------------------------------------------------------------
+# the evaluation
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` wrote and computed.
+
+    Attributes:
+        out: the output folder.
+        rows: one dict per utterance (the CSV's columns; NaN where a metric is missing).
+        summary: the content of ``summary.json``.
+    """
+
+    out: Path
+    rows: list[dict]
+    summary: dict
+
+
+def _safe_name(uid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", uid) or "utt"
+
+
+def _metric_rate(reference_rate: int) -> int:
+    if reference_rate in METRIC_RATES:
+        return reference_rate
+    return 16000 if reference_rate > 16000 else 8000
+
+
+def _check_files(test: TestSet) -> tuple[int, int]:
+    """Read every header (missing, empty, unreadable, multi-channel files fail now, in one line);
+    returns the most common reference rate and how many references have another rate."""
+    from dereverb.data.audio import audio_info
+
+    rates: dict[int, int] = {}
+    for utt in test.utterances:
+        for path in (utt.reverb, utt.reference):
+            info = audio_info(path)
+            if info.channels != 1:
+                raise DataError(f"{path}: {info.channels} channels; only mono audio is supported")
+            if info.frames == 0:
+                raise DataError(f"{path}: contains no samples")
+        rate = audio_info(utt.reference).sample_rate
+        rates[rate] = rates.get(rate, 0) + 1
+    common = max(rates, key=lambda r: (rates[r], r))
+    return common, sum(n for r, n in rates.items() if r != common)
+
+
+def _row(utt: Utterance, rate: int, n_ref: int, n_scored: int, diff: int) -> dict:
+    row = {"id": utt.id, "duration_s": n_ref / rate}
+    row.update(utt.meta)
+    row.update({"reference_samples": n_ref, "scored_samples": n_scored, "length_diff_samples": diff})
+    return row
+
+
+def evaluate(
+    model: str | os.PathLike | LoadedModel,
+    data: str | os.PathLike | Sequence[str] | TestSet,
+    out: str | os.PathLike,
+    *,
+    reference: str = "clean",
+    baselines: Sequence[str] = (),
+    batch_size: int = 4,
+    pad_tolerance: float = 0.0,
+    jobs: int | None = None,
+    device: str = "cpu",
+    save_audio: bool = False,
+    plots: bool = False,
+    report: bool = False,
+    examples: int = 3,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Enhance a test set, score output / input / baselines, and write the results folder.
+
+    Everything is written into a temporary folder next to ``out`` and renamed at the end, so
+    ``out`` holds a complete evaluation or nothing new.
+
+    Args:
+        model: see :func:`load_model` (or an already loaded model).
+        data: see :func:`load_test_set` (or a loaded test set).
+        out: the results folder; must not exist unless ``overwrite``.
+        reference: ``clean`` or ``early``.
+        baselines: names from :data:`dereverb.baselines.BASELINES` (``"wpe"``).
+        batch_size: utterances per model call.
+        pad_tolerance: the padding an utterance may get to share a batch, as a fraction of its
+            length (0: only equal lengths are batched; see :func:`_batches`).
+        jobs: metric worker processes (None: one per CPU).
+        device: where the model runs.
+        save_audio: write the enhanced (and baseline) signals to ``enhanced/`` (``wpe/``).
+        plots: write figures to ``plots/`` (needs matplotlib).
+        report: write ``report.html`` (implies ``plots``).
+        examples: utterances shown in the figures and the report.
+        limit: evaluate only the first ``limit`` utterances.
+        overwrite: replace an existing ``out``.
+        progress: show a tqdm bar.
+
+    Returns:
+        The rows and the summary.
+
+    Raises:
+        EvaluationError, DataError, ModelFolderError: one line each.
+    """
+    from tqdm.auto import tqdm
+
+    from dereverb.baselines import BASELINES, WpeSettings
+    from dereverb.data.audio import read_audio, resample_audio
+    from dereverb.metrics import Scorer, metric_names
+
+    total_start = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise EvaluationError(f"{out} already exists (pass --overwrite to replace it)")
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise EvaluationError(f"--baselines {unknown[0]}: unknown (known: {', '.join(BASELINES)})")
+    if batch_size < 1 or pad_tolerance < 0 or examples < 0 or (limit is not None and limit < 1):
+        raise EvaluationError("--batch-size and --limit must be >= 1, --pad-tolerance and --examples >= 0")
+    plots = plots or report
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise EvaluationError("--plots and --report need matplotlib: pip install matplotlib") from None
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
+    test = data if isinstance(data, TestSet) else load_test_set(data, reference, loaded.sample_rate)
+    utterances = test.utterances[:limit] if limit else test.utterances
+    ref_rate, other_rates = _check_files(TestSet(utterances, test.source, test.reference))
+    rate = _metric_rate(ref_rate)
+    model_rate = loaded.sample_rate
+    names = metric_names(rate)
+    notes = []
+    if rate != ref_rate or other_rates:
+        notes.append(f"references resampled to {rate} Hz for the metrics (PESQ is defined at 8 and 16 kHz only)")
+    if model_rate != rate:
+        notes.append(
+            f"the model works at {model_rate} Hz: each input was resampled from its file to {model_rate} Hz for "
+            f"the model, and the output from {model_rate} Hz to {rate} Hz for the metrics"
+        )
+    flags = {}
+    if model_rate < rate and "pesq_wb" in names:
+        flags["pesq_wb"] = (
+            f"the output's pesq_wb is that of a signal at {model_rate} Hz upsampled to {rate} Hz (no content above "
+            f"{model_rate // 2000} kHz), compared with a full-band input"
+        )
+        notes.append(flags["pesq_wb"])
+    wpe_settings = WpeSettings()
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    timing = {"read_s": 0.0, "enhance_s": 0.0, "baselines_s": 0.0, "metrics_s": 0.0, "write_s": 0.0}
+    per_utt: dict[str, list[float]] = {"enhance": [], "metrics": [], "baselines": []}
+    rows: list[dict] = []
+    kept: list[dict] = []  # the signals of the example utterances, for figures and the report
+    length_warnings = 0
+    signals = ["output", "input", *baselines]
+    try:
+        for folder in (["enhanced"] if save_audio else []) + ([b for b in baselines] if save_audio else []):
+            (tmp / folder).mkdir()
+        chunk = max(16, batch_size)
+        bar = tqdm(total=len(utterances), desc="evaluate", unit="utt", disable=not progress)
+        with Scorer(rate, jobs=jobs) as scorer, bar:
+            for start in range(0, len(utterances), chunk):
+                part = utterances[start : start + chunk]
+                t0 = time.perf_counter()
+                model_in = [read_audio(u.reverb, model_rate, resample=True) for u in part]
+                inputs = [read_audio(u.reverb, rate, resample=True) for u in part]
+                refs = [read_audio(u.reference, rate, resample=True) for u in part]
+                timing["read_s"] += time.perf_counter() - t0
+                bar.set_postfix_str("enhance")
+                t0 = time.perf_counter()
+                enhanced = _enhance(loaded.model, model_in, batch_size, pad_tolerance, device, per_utt["enhance"])
+                outputs = [resample_audio(y, model_rate, rate) for y in enhanced]
+                timing["enhance_s"] += time.perf_counter() - t0
+                estimates = {"output": outputs, "input": inputs}
+                for name in baselines:
+                    bar.set_postfix_str(name)
+                    t0 = time.perf_counter()
+                    estimates[name] = []
+                    for x in inputs:
+                        t1 = time.perf_counter()
+                        estimates[name].append(BASELINES[name](x, rate))
+                        per_utt["baselines"].append(time.perf_counter() - t1)
+                    timing["baselines_s"] += time.perf_counter() - t0
+                # the length policy: crop every signal of an utterance to the shortest
+                part_rows, ref_list, est_list = [], [], []
+                for i, utt in enumerate(part):
+                    lengths = [len(refs[i])] + [len(estimates[s][i]) for s in signals]
+                    n, diff = min(lengths), max(lengths) - min(lengths)
+                    if diff > LENGTH_WARNING * len(refs[i]):
+                        length_warnings += 1
+                        log.warning(
+                            "%s: signal lengths differ by %d samples (%.1f %% of the reference); cropped to %d",
+                            utt.id, diff, 100 * diff / len(refs[i]), n,
+                        )  # fmt: skip
+                    part_rows.append(_row(utt, rate, len(refs[i]), n, diff))
+                    for s in signals:
+                        ref_list.append(refs[i][:n])
+                        est_list.append(estimates[s][i][:n])
+                bar.set_postfix_str("metrics")
+                t0 = time.perf_counter()
+                scores = scorer.score_many(ref_list, est_list)
+                elapsed = time.perf_counter() - t0
+                timing["metrics_s"] += elapsed
+                per_utt["metrics"].extend([elapsed / len(part)] * len(part))
+                for i, row in enumerate(part_rows):
+                    failures = []
+                    values = {}
+                    for j, s in enumerate(signals):
+                        sc = scores[i * len(signals) + j]
+                        values[s] = sc.values
+                        failures += [f"{s}.{k}: {why}" for k, why in sc.failures.items()]
+                    # columns grouped: output, input_, delta_, then each baseline's and its delta
+                    row.update(values["output"])
+                    row.update({f"input_{k}": v for k, v in values["input"].items()})
+                    row.update({f"delta_{k}": values["output"][k] - values["input"][k] for k in names})
+                    for b in baselines:
+                        row.update({f"{b}_{k}": v for k, v in values[b].items()})
+                        row.update({f"{b}_delta_{k}": values[b][k] - values["input"][k] for k in names})
+                    row["failures"] = "; ".join(failures)
+                    rows.append(row)
+                t0 = time.perf_counter()
+                if save_audio:
+                    for i, utt in enumerate(part):
+                        for s, folder in [("output", "enhanced"), *[(b, b) for b in baselines]]:
+                            _save(tmp / folder / f"{_safe_name(utt.id)}.wav", estimates[s][i], rate)
+                for i, utt in enumerate(part):
+                    if len(kept) < examples:
+                        kept.append(
+                            {
+                                "id": utt.id,
+                                "input": inputs[i],
+                                "output": outputs[i],
+                                "reference": refs[i],
+                                **{b: estimates[b][i] for b in baselines},
+                                "model_input": model_in[i],
+                            }
+                        )
+                timing["write_s"] += time.perf_counter() - t0
+                bar.update(len(part))
+        from dereverb import report as rep
+
+        summary = rep.build_summary(
+            rows,
+            names,
+            signals,
+            {
+                "model": loaded.source,
+                "model_class": type(loaded.model).__name__,
+                "model_rate": model_rate,
+                "data": test.source,
+                "reference": test.reference,
+                "reference_rate": ref_rate,
+                "metric_rate": rate,
+                "notes": notes,
+                "flags": flags,
+                "length_policy": (
+                    "every signal of an utterance cropped to the shortest, from the start; "
+                    f"differences above {LENGTH_WARNING:.0%} of the reference logged"
+                ),
+                "length_warnings": length_warnings,
+                "baselines": {"wpe": wpe_settings.describe(rate)} if "wpe" in baselines else {},
+                "batch_size": batch_size,
+                "pad_tolerance": pad_tolerance,
+            },
+        )
+        rep.write_csv(tmp / "results.csv", rows)
+        figures = {}
+        t0 = time.perf_counter()
+        if plots:
+            figures = rep.write_plots(tmp, kept, rows, loaded, rate, names, baselines)
+        if report:
+            rep.write_report(tmp, summary, figures, kept, rate)
+        timing["plots_s"] = time.perf_counter() - t0
+        timing["total_s"] = time.perf_counter() - total_start
+        summary["timing"] = {
+            **{k: round(v, 3) for k, v in timing.items()},
+            "n_utterances": len(rows),
+            **{f"{k}_s_per_utt_median": _median(v) for k, v in per_utt.items() if v},
+        }
+        rep.write_summary(tmp, summary)
+        _publish(tmp, out, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("wrote %s (%d utterances, %.1f s)", out, len(rows), time.perf_counter() - total_start)
+    return EvaluationResult(out, rows, summary)
+
+
+def _median(values: list[float]) -> float:
+    return round(float(np.median(values)), 4)
+
+
+def _save(path: Path, x: np.ndarray, rate: int) -> None:
+    from dereverb.data.audio import write_audio
+
+    if not np.isfinite(x).all():
+        log.warning("%s: not written (non-finite samples)", path)
+        return
+    write_audio(path, x, rate)
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished temporary folder to ``out`` (replacing it only when asked)."""
+    if out.exists():
+        if not overwrite:
+            raise EvaluationError(f"{out} appeared while evaluating (pass --overwrite to replace it)")
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dereverb-evaluate",
+        description="Score a dereverberation model beside the unprocessed input (and WPE) on a test set.",
+        epilog="Example: dereverb-evaluate --model results/dtcn/0 --data data=demo --out eval/dtcn --baselines wpe "
+        "--report. Documentation: docs/evaluation.md",
+    )
+    p.add_argument("--model", required=True, help="shipped model name, model folder, or training folder results/N/S")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        metavar="DATA",
+        help="paired folder (reverb/, clean/, early/), manifest CSV, or config overrides: data=demo | data=whamr "
+        "data.root=DIR [sample_rate=16000]",
+    )
+    p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--reference", choices=("clean", "early"), default="clean", help="the reference (default clean)")
+    p.add_argument("--baselines", nargs="*", default=[], metavar="NAME", help="classical baselines to score: wpe")
+    p.add_argument("--batch-size", type=int, default=4, help="utterances per model call (default 4)")
+    p.add_argument(
+        "--pad-tolerance",
+        type=float,
+        default=0.0,
+        help="padding an utterance may get to share a batch, as a fraction of its length (default 0: equal "
+        "lengths only, outputs exactly as unbatched)",
+    )
+    p.add_argument("--jobs", type=int, default=None, help="metric worker processes (default: one per CPU)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--save-audio", action="store_true", help="write the enhanced wavs (enhanced/, and wpe/)")
+    p.add_argument("--plots", action="store_true", help="write figures to plots/ (needs matplotlib)")
+    p.add_argument("--report", action="store_true", help="write report.html (implies --plots)")
+    p.add_argument("--examples", type=int, default=3, help="utterances in the figures and the report (default 3)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N utterances")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (0, or 2 after one ``error:`` line)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
+    from dereverb.pretrained import ModelFolderError
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"error: --device {args.device}: no CUDA device is available here", file=sys.stderr)
+            return 2
+    try:
+        result = evaluate(
+            args.model,
+            args.data,
+            args.out,
+            reference=args.reference,
+            baselines=args.baselines,
+            batch_size=args.batch_size,
+            pad_tolerance=args.pad_tolerance,
+            jobs=args.jobs,
+            device=args.device,
+            save_audio=args.save_audio,
+            plots=args.plots,
+            report=args.report,
+            examples=args.examples,
+            limit=args.limit,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except (DataError, ModelFolderError, EvaluationError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(OSError):
+        print((result.out / "summary.md").read_text())
+    return 0

@@ -1,0 +1,289 @@
+"""Evaluation: the CLI on tiny generated sets, the model sources, rates, lengths, honest metrics, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dereverb.baselines import wpe
+from dereverb.data import rooms, speech_pack
+from dereverb.data.audio import read_audio, write_audio
+from dereverb.data.manifests import write_manifest
+from dereverb.evaluate import evaluate, load_model, main
+from dereverb.metrics import si_sdr
+from dereverb.models import DTCN, TCN
+from dereverb.pretrained import save_pretrained
+
+TINY = {"N": 32, "B": 16, "H": 32, "X": 2, "R": 1}
+
+
+def _speech(n: int, rate: int) -> list[tuple[str, np.ndarray]]:
+    """``n`` short utterances (1 to 2.5 s) of the shipped speech pack at ``rate``."""
+    files = [f for f in speech_pack.load_manifest("test", min_sample_rate=16000) if 1.0 <= f.duration_s <= 2.5]
+    return [(f.id, read_audio(f.path, rate, resample=True)) for f in files[:n]]
+
+
+def _synthetic_rir(rate: int, t60: float = 0.5, seed: int = 0) -> rooms.Rir:
+    """A direct path at sample 0 plus exponentially decaying noise from 5 ms on."""
+    n = int(t60 * rate)
+    t = np.arange(n) / rate
+    h = 0.3 * np.random.default_rng(seed).standard_normal(n) * np.exp(-6.9 * t / t60) * (t > 0.005)
+    h[0] = 1.0
+    return rooms.Rir(h.astype(np.float32), rate, 0, t60, t60, math.nan, 0.0, (math.nan,) * 3)
+
+
+def _write_pairs(root: Path, utterances, rirs, early: bool = True) -> list[dict]:
+    """reverb/, clean/ (and early/) of the utterances in the rooms; returns manifest rows."""
+    roles = ("reverb", "clean", "early") if early else ("reverb", "clean")
+    for role in roles:
+        (root / role).mkdir(parents=True)
+    rows = []
+    for i, (uid, x) in enumerate(utterances):
+        rir = rirs[i % len(rirs)]
+        reverb, direct = rooms.reverberate(x, rir, "direct")
+        signals = {"reverb": reverb, "clean": direct, "early": rooms.reverberate(x, rir, "early")[1]}
+        row = {"ID": uid, "duration_s": len(x) / rir.sample_rate, "t60_s": rir.t60_s, "drr_db": rir.drr_db}
+        for role in roles:
+            write_audio(root / role / f"{uid}.wav", signals[role], rir.sample_rate)
+            row[role] = f"$prep_root/{role}/{uid}.wav"
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pairs8k(tmp_path_factory, rir_bank):
+    root = tmp_path_factory.mktemp("pairs8k")
+    rows = _write_pairs(root, _speech(3, 8000), [rir_bank[i] for i in range(len(rir_bank))])
+    write_manifest(root / "test.csv", rows, ["ID", "duration_s", "reverb", "clean", "early", "t60_s", "drr_db"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_pretrained(DTCN(**TINY), tmp_path_factory.mktemp("models") / "dtcn8k", 8000)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_on_a_paired_folder(pairs8k, tiny_model, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = main(["--model", str(tiny_model), "--data", str(pairs8k), "--out", str(out), "--quiet", "--jobs", "2"])
+    assert rc == 0
+    rows = _read_csv(out / "results.csv")
+    assert [r["id"] for r in rows] == sorted(p.stem for p in (pairs8k / "reverb").glob("*.wav"))
+    for name in ("pesq_nb", "stoi", "estoi", "si_sdr"):
+        for col in (name, f"input_{name}", f"delta_{name}"):
+            assert col in rows[0], col
+        for r in rows:
+            assert float(r[f"delta_{name}"]) == pytest.approx(float(r[name]) - float(r[f"input_{name}"]), abs=1e-4)
+    assert "pesq_wb" not in rows[0]
+    assert "wpe_si_sdr" not in rows[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_utterances"] == 3
+    assert summary["metric_rate"] == 8000
+    assert summary["notes"] == []
+    stats = summary["columns"]["input_si_sdr"]
+    assert stats["n"] == 3
+    assert stats["missing"] == 0
+    assert stats["ci95"][0] < stats["mean"] < stats["ci95"][1]
+    assert "| si_sdr |" in (out / "summary.md").read_text()
+    assert "# Evaluation of" in capsys.readouterr().out  # the summary is printed
+    assert not list(tmp_path.glob(".eval*"))  # no temporary folder left
+
+
+def test_wpe_improves_si_sdr_on_a_reverberant_utterance(rir_bank):
+    (_, x), rir = _speech(1, 8000)[0], max((rir_bank[i] for i in range(len(rir_bank))), key=lambda r: r.t60_s)
+    reverb, _ = rooms.reverberate(x, rir, "direct")
+    _, early = rooms.reverberate(x, rir, "early")
+    y = wpe(reverb, 8000)
+    assert y.shape == reverb.shape
+    assert np.isfinite(y).all()
+    gain = si_sdr(y, early) - si_sdr(reverb, early)
+    assert gain > 0.5, gain
+
+
+def test_manifest_with_baseline_plots_and_report(pairs8k, tiny_model, tmp_path):
+    out = tmp_path / "eval"
+    result = evaluate(
+        tiny_model, pairs8k / "test.csv", out, reference="early", baselines=["wpe"], report=True,
+        save_audio=True, examples=2, jobs=1, progress=False,
+    )  # fmt: skip
+    rows = _read_csv(out / "results.csv")
+    assert len(rows) == 3
+    assert {"t60_s", "drr_db", "wpe_si_sdr", "wpe_delta_si_sdr"} <= set(rows[0])
+    assert all(r["wpe_si_sdr"] != r["input_si_sdr"] for r in rows)  # WPE changed the signal
+    summary = result.summary
+    assert summary["reference"] == "early"
+    assert summary["baselines"]["wpe"]["stft_size"] == 512
+    assert sum(b["n"] for b in summary["breakdown"]["t60_s"]["bins"]) == 3
+    assert "## By T60" in (out / "summary.md").read_text()
+    for name in ("enhanced", "wpe"):
+        assert len(list((out / name).glob("*.wav"))) == 3
+    assert len(list((out / "plots").glob("spectrogram_*.png"))) == 2
+    assert (out / "plots" / "improvement_vs_t60.png").stat().st_size > 1000
+    page = (out / "report.html").read_text()
+    links = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page)
+    assert len([x for x in links if x.endswith(".wav")]) == 2 * 4  # input, output, WPE, reference
+    for link in links:
+        assert "://" not in link, link
+        assert not link.startswith(("/", "\\")), link
+        assert (out / link).is_file(), link
+    assert "<table>" in page
+    assert "WPE" in page
+
+
+def test_16k_references_with_an_8k_model_are_resampled_and_flagged(tiny_model, tmp_path):
+    _write_pairs(tmp_path / "pairs16k", _speech(2, 16000), [_synthetic_rir(16000)], early=False)
+    result = evaluate(tiny_model, tmp_path / "pairs16k", tmp_path / "eval", jobs=1, progress=False)
+    summary = result.summary
+    assert summary["metric_rate"] == 16000
+    assert summary["model_rate"] == 8000
+    assert "pesq_wb" in summary["flags"]
+    assert "upsampled" in summary["flags"]["pesq_wb"]
+    assert any("resampled" in n for n in summary["notes"])
+    rows = _read_csv(tmp_path / "eval" / "results.csv")
+    assert len(rows) == 2
+    assert {"pesq_wb", "input_pesq_wb", "delta_pesq_wb"} <= set(rows[0])
+    assert all(r["scored_samples"] == r["reference_samples"] for r in rows)  # 16k -> 8k -> 16k kept the length
+    assert "pesq_wb †" not in (tmp_path / "eval" / "summary.md").read_text()  # the dagger follows the value
+    assert "†" in (tmp_path / "eval" / "summary.md").read_text()
+
+
+def _fake_training_folder(root: Path) -> dict[str, dict]:
+    """results/<name>/<seed> as the recipe leaves it: model_config.json and save/CKPT+*/ (no export)."""
+    model = TCN(**TINY)
+    (root / "save").mkdir(parents=True)
+    record = {"class": "TCN", "config": model.get_config(), "sample_rate": 8000}
+    (root / "model_config.json").write_text(json.dumps(record))
+    states = {}
+    for i, best in enumerate(["0.5", "0.9", "-.inf"]):
+        torch.manual_seed(i)
+        state = TCN(**TINY).state_dict()
+        ckpt = root / "save" / f"CKPT+2026-01-0{i + 1}+00-00-00+00"
+        ckpt.mkdir()
+        (ckpt / "CKPT.yaml").write_text(f"best_key: {best}\nend-of-epoch: true\n")
+        torch.save(state, ckpt / "model.ckpt")
+        states[ckpt.name] = state
+    return states
+
+
+def test_training_folder_uses_the_best_checkpoint_then_the_export(pairs8k, tmp_path):
+    folder = tmp_path / "results" / "tcn" / "0"
+    states = _fake_training_folder(folder)
+    loaded = load_model(folder)
+    assert "CKPT+2026-01-02" in loaded.source
+    assert loaded.sample_rate == 8000
+    for key, value in loaded.model.state_dict().items():
+        torch.testing.assert_close(value, states["CKPT+2026-01-02+00-00-00+00"][key])
+    assert main(["--model", str(folder), "--data", str(pairs8k), "--out", str(tmp_path / "e"), "--quiet"]) == 0
+    assert "CKPT+2026-01-02" in json.loads((tmp_path / "e" / "summary.json").read_text())["model"]
+    torch.manual_seed(9)
+    save_pretrained(TCN(**TINY), folder / "model", 8000)
+    assert "export model/" in load_model(folder).source
+
+
+def test_failures_are_missing_and_counted_lengths_cropped(tiny_model, tmp_path, caplog):
+    root = tmp_path / "set"
+    (uid, x), rir = _speech(1, 8000)[0], _synthetic_rir(8000, 0.3)
+    _write_pairs(root, [(uid, x), ("short", x[:1600])], [rir], early=False)  # 0.2 s: too short for PESQ
+    reverb = read_audio(root / "reverb" / f"{uid}.wav")
+    write_audio(root / "reverb" / f"{uid}.wav", reverb[: int(len(reverb) * 0.95)], 8000, overwrite=True)
+    result = evaluate(tiny_model, root, tmp_path / "eval", jobs=1, progress=False)
+    rows = {r["id"]: r for r in _read_csv(tmp_path / "eval" / "results.csv")}
+    assert rows["short"]["pesq_nb"] == ""
+    assert rows["short"]["input_pesq_nb"] == ""
+    assert "PESQ needs at least 0.25 s" in rows["short"]["failures"]
+    assert result.summary["columns"]["pesq_nb"]["missing"] == 1
+    assert result.summary["columns"]["pesq_nb"]["n"] == 1
+    assert result.summary["utterances_with_failures"] == 1
+    assert "(1 missing)" in (tmp_path / "eval" / "summary.md").read_text()
+    long = rows[uid]
+    assert int(long["scored_samples"]) == int(len(reverb) * 0.95)  # cropped to the shorter input
+    assert result.summary["length_warnings"] == 1
+    assert "signal lengths differ" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line on stderr, no traceback, a non-zero exit (run concurrently as subprocesses)
+
+
+def _bad_cases(root: Path, pairs8k: Path, model: Path) -> dict[str, tuple[list[str], str]]:
+    unpaired = root / "unpaired"
+    for role in ("reverb", "clean"):
+        (unpaired / role).mkdir(parents=True)
+    for name in ("a.wav", "b.wav", "c.wav"):
+        write_audio(unpaired / "reverb" / name, np.zeros(800, np.float32), 8000)
+    write_audio(unpaired / "clean" / "a.wav", np.zeros(800, np.float32), 8000)
+    empty, corrupt = root / "empty", root / "corrupt"
+    for folder, content in ((empty, b""), (corrupt, b"this is not audio")):
+        for role in ("reverb", "clean"):
+            (folder / role).mkdir(parents=True)
+            (folder / role / "x.wav").write_bytes(content)
+    not_model = root / "not_model"
+    not_model.mkdir()
+    (not_model / "weights.bin").write_bytes(b"0")
+    existing = root / "existing"
+    existing.mkdir()
+
+    def run(model_arg, data, out):
+        return ["--model", str(model_arg), "--data", str(data), "--out", str(root / out)]
+
+    return {
+        "unpaired": (run(model, unpaired, "o1"), "b.wav, reverb/c.wav"),
+        "empty file": (run(model, empty, "o2"), "empty file"),
+        "corrupt file": (run(model, corrupt, "o3"), "not a readable"),
+        "not a model": (run(not_model, pairs8k, "o4"), "not a dereverb"),
+        "unknown model": (run("no-such-model", pairs8k, "o5"), "no such"),
+        "existing output": (run(model, pairs8k, "existing"), "already exists"),
+        "missing data": (run(model, root / "nope", "o6"), "no such"),
+        "early missing": ([*run(model, empty, "o7"), "--reference", "early"], "early/"),
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory, pairs8k, tiny_model):
+    root = tmp_path_factory.mktemp("bad")
+    cases = _bad_cases(root, pairs8k, tiny_model)
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(Path(__file__).parents[1] / "scripts" / "evaluate.py"), *argv, "--quiet"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (argv, _) in cases.items()
+    }
+    results = {name: (p.wait(120), *p.communicate(), cases[name][1]) for name, p in procs.items()}
+    return root, results
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unpaired", "empty file", "corrupt file", "not a model", "unknown model", "existing output", "missing data",
+     "early missing"],
+)  # fmt: skip
+def test_bad_input_exits_with_one_line(bad_runs, case):
+    root, results = bad_runs
+    rc, stdout, stderr, expected = results[case]
+    assert rc == 2, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    assert expected in lines[0]
+    assert "Traceback" not in stderr
+    assert not list(root.glob("o[0-9]*"))
+    assert not list(root.glob(".o[0-9]*"))
+    assert not any((root / "existing").iterdir())
