@@ -96,6 +96,21 @@ def _train(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedP
     return subprocess.run(_command(*args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def _run_group(command: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Run a command that starts processes of its own; on a timeout, kill all of them (its process group)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(command)}\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def _smoke_args(data: Path, tmp: Path, out: Path, *more: str) -> list[str]:
     return [
         "debug=smoke",
@@ -215,7 +230,6 @@ def test_resume_with_another_model_config_is_refused(smoke_run, pairs):
     assert after == before  # nothing of the old run touched
 
 
-@pytest.mark.slow
 def test_smoke_run_on_the_demo_data(tmp_path):
     if not PACK_MANIFEST.is_file():
         pytest.skip(f"the speech pack is not installed ({PACK_MANIFEST} does not exist)")
@@ -359,25 +373,10 @@ def test_a_save_that_fails_half_way_leaves_no_checkpoint(tmp_path, monkeypatch, 
 @pytest.mark.slow
 def test_ddp_two_processes_share_one_output_folder(pairs, tmp_path):
     out = tmp_path / "out"
-    (tmp_path / "cwd").mkdir()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=0",
-            TRAIN,
-            CONFIG,
-            *_smoke_args(pairs, tmp_path, out),
-        ],
-        cwd=tmp_path / "cwd",
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    _ok(proc)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", TRAIN, CONFIG]
+    proc = _ok(_run_group([*command, *_smoke_args(pairs, tmp_path, out)], tmp_path / "cwd", timeout=300))
+    assert proc.stdout.count("Going into epoch 1") == 1  # SpeechBrain logs on the main process only
+    assert "best model (pesq = " in proc.stdout
     _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))  # exactly one checkpoint
     assert {p.name for p in tmp_path.iterdir()} == {"cwd", "out", "prepared"}
     assert not list((tmp_path / "cwd").iterdir())
@@ -527,12 +526,14 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
 def test_multirun_gives_one_folder_per_job(pairs, tmp_path):
     sweep = tmp_path / "multirun"
     args = _smoke_args(pairs, tmp_path, tmp_path / "unused", "run.limit_train_batches=1", "run.test=false")
-    proc = _ok(_train(tmp_path / "cwd", "-m", "seed=1,2", f"hydra.sweep.dir={sweep}", *args, timeout=600))
+    proc = _ok(_run_group(_command("-m", "seed=1,2", f"hydra.sweep.dir={sweep}", *args), tmp_path / "cwd", 300))
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["seed=1", "seed=2"], proc.stdout[-3000:]
+    # one folder per job, named by its overrides without the paths
+    expected = "data=folder,debug=smoke,run.limit_train_batches=1,run.test=False,seed="
+    assert [p.name for p in jobs] == [expected + "1", expected + "2"], proc.stdout[-3000:]
     for job in jobs:
         assert len(_checkpoints(job)) == 1
         assert from_pretrained(job / "model").get_config()["H"] == SMOKE_CHANNELS["H"]
-        assert yaml.safe_load((job / "config.yaml").read_text())["seed"] == int(job.name.split("=")[1])
+        assert yaml.safe_load((job / "config.yaml").read_text())["seed"] == int(job.name[-1])
     assert not (tmp_path / "unused").exists()
     assert not list((tmp_path / "cwd").iterdir())
