@@ -58,13 +58,16 @@ class AtomicCheckpointer(Checkpointer):
         return final.with_name(_TMP_PREFIX + final.name)
 
     def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006 (SB's signature)
-        ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity)
+        # SpeechBrain would log the temporary folder's name; the final one is logged below
+        ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=logging.DEBUG)
         if ckpt is not None:  # main process: every file is written, publish the folder
             final = ckpt.path.with_name(ckpt.path.name[len(_TMP_PREFIX) :])
             if final.exists():  # a custom name saved twice: replace the old one
                 shutil.rmtree(final)
             os.replace(ckpt.path, final)
             ckpt = Checkpoint(final, ckpt.meta, {k: final / Path(p).name for k, p in ckpt.paramfiles.items()})
+            kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
+            logger.log(verbosity, "saved an %s checkpoint in %s", kind, final)
         ddp_barrier()
         return ckpt
 

@@ -213,6 +213,8 @@ def test_smoke_run_on_paired_folders(smoke_run):
     tmp, out, proc = smoke_run
     _ok(proc)
     _check_run_folder(out, n_test=len(_test_ids(tmp / "prepared")))
+    (ckpt,) = _checkpoints(out)
+    assert f"saved an end-of-epoch checkpoint in {ckpt}\n" in proc.stdout
     assert not list((tmp / "cwd").iterdir()), "the run wrote into its working directory"
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["model"]["L"] == 16  # resolved
@@ -307,7 +309,7 @@ def test_killed_run_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert first.returncode == -signal.SIGKILL
     assert not (out / "train_log.txt").exists() or "epoch: 1" not in (out / "train_log.txt").read_text()
 
-    complete = _checkpoints(out)
+    complete = [c for c in _checkpoints(out) if (c / "CKPT.yaml").is_file()]  # not one being deleted
     assert complete, "no checkpoint before the kill"
     metas = {c: yaml.safe_load((c / "CKPT.yaml").read_text()) for c in complete}
     latest = max(complete, key=lambda c: metas[c]["unixtime"])
