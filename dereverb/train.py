@@ -111,7 +111,10 @@ def validate(cfg: DictConfig) -> None:
     from dereverb.losses import LOSSES
 
     _check(cfg.loss.name in LOSSES, "loss.name", cfg.loss.name, "one of " + ", ".join(LOSSES))
-    data_settings(cfg.data, cfg.sample_rate)  # DataError naming the key
+    settings = data_settings(cfg.data, cfg.sample_rate)  # DataError naming the key
+    for key in ("root", "clean_root", "rir_root", "pack_dir"):  # reported now, not after the imports
+        if settings.get(key) is not None and not Path(settings[key]).is_dir():
+            raise ConfigError(f"data.{key}={settings[key]}: no such folder")
 
 
 def output_folder(cfg: DictConfig) -> Path:
@@ -191,8 +194,13 @@ def main(cfg: DictConfig) -> Path:
         TrainingError: the loss stayed non-finite (see ``run.nonfinite_patience``).
     """
     validate(cfg)
-    import speechbrain as sb
     import torch
+
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = _build_model(cfg)  # the model's own checks, before SpeechBrain's imports and the data preparation
+
+    import speechbrain as sb
     from speechbrain.nnet.schedulers import ReduceLROnPlateau
     from speechbrain.utils.distributed import ddp_init_group, if_main_process, run_on_main
     from speechbrain.utils.train_logger import FileTrainLogger
@@ -220,9 +228,6 @@ def main(cfg: DictConfig) -> Path:
         "distributed_backend": "nccl" if device.startswith("cuda") else "gloo",
     }
     ddp_init_group(run_opts)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    model = _build_model(cfg)  # the model's own checks, before the (possibly long) data preparation
     # before the output folder is written, so that missing or bad data leaves nothing behind
     run_on_main(prepare, kwargs={"data_cfg": cfg.data, "sample_rate": cfg.sample_rate, "progress": r.progress})
     if if_main_process():

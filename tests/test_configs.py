@@ -117,7 +117,14 @@ def test_validate_refuses_bad_values_with_one_line_naming_the_key(overrides, mat
     assert "\n" not in str(info.value)
 
 
+def test_validate_checks_the_data_folders_exist(tmp_path):
+    with pytest.raises(ConfigError, match=rf"^data\.root={tmp_path / 'nope'}: no such folder$"):
+        validate(compose("dtcn", ["data=folder", f"data.root={tmp_path / 'nope'}"]))
+    with pytest.raises(ConfigError, match=r"^data\.rir_root=.*: no such folder$"):
+        validate(compose("dtcn", ["data=simulate", f"data.clean_root={tmp_path}", f"data.rir_root={tmp_path / 'x'}"]))
+
+
 def test_validate_checks_the_data_settings():
     with pytest.raises(DataError, match=r"^data\.target='direct'") as info:
-        validate(compose("dtcn", ["data=folder", "data.root=/x", "data.target=direct"]))
+        validate(compose("dtcn", ["data=folder", "data.root=/", "data.target=direct"]))
     assert "\n" not in str(info.value)
