@@ -398,7 +398,7 @@ def evaluate(
     *,
     reference: str = "clean",
     baselines: Sequence[str] = (),
-    batch_size: int = 4,
+    batch_size: int = 2,
     pad_tolerance: float = 0.0,
     jobs: int | None = None,
     device: str = "cpu",
@@ -443,7 +443,6 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from dereverb.baselines import BASELINES, WpeSettings
-    from dereverb.data.audio import read_audio, resample_audio
     from dereverb.metrics import Scorer, metric_names
 
     total_start = time.perf_counter()
@@ -461,8 +460,15 @@ def evaluate(
             import matplotlib  # noqa: F401
         except ImportError:
             raise EvaluationError("--plots and --report need matplotlib: pip install matplotlib") from None
+    # a folder or manifest is listed before the model loads (its errors come first and fast); a dataset
+    # config is prepared after, at the model's rate
+    is_config = not isinstance(data, TestSet | str | os.PathLike) and (len(data) > 1 or "=" in str(data[0]))
+    test = data if isinstance(data, TestSet) or is_config else load_test_set(data, reference)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
-    test = data if isinstance(data, TestSet) else load_test_set(data, reference, loaded.sample_rate)
+    if is_config:
+        test = load_test_set(data, reference, loaded.sample_rate)
+    from dereverb.data.audio import read_audio, resample_audio  # imports torch
+
     utterances = test.utterances[:limit] if limit else test.utterances
     ref_rate, other_rates = _check_files(TestSet(utterances, test.source, test.reference))
     rate = _metric_rate(ref_rate)
@@ -500,85 +506,90 @@ def evaluate(
             (tmp / folder).mkdir()
         chunk = max(16, batch_size)
         bar = tqdm(total=len(utterances), desc="evaluate", unit="utt", disable=not progress)
+
+        def prepare(part: list[Utterance]) -> dict:
+            """Read, enhance, run the baselines and crop one chunk (in this thread)."""
+            nonlocal length_warnings
+            t0 = time.perf_counter()
+            model_in = [read_audio(u.reverb, model_rate, resample=True) for u in part]
+            inputs = [read_audio(u.reverb, rate, resample=True) for u in part]
+            refs = [read_audio(u.reference, rate, resample=True) for u in part]
+            timing["read_s"] += time.perf_counter() - t0
+            bar.set_postfix_str("enhance")
+            t0 = time.perf_counter()
+            enhanced = _enhance(loaded.model, model_in, batch_size, pad_tolerance, device, per_utt["enhance"])
+            estimates = {"output": [resample_audio(y, model_rate, rate) for y in enhanced], "input": inputs}
+            timing["enhance_s"] += time.perf_counter() - t0
+            for name in baselines:
+                bar.set_postfix_str(name)
+                estimates[name] = []
+                for x in inputs:
+                    t1 = time.perf_counter()
+                    estimates[name].append(BASELINES[name](x, rate))
+                    per_utt["baselines"].append(time.perf_counter() - t1)
+                    timing["baselines_s"] += per_utt["baselines"][-1]
+            # the length policy: crop every signal of an utterance to the shortest
+            part_rows, ref_list, est_list = [], [], []
+            for i, utt in enumerate(part):
+                lengths = [len(refs[i])] + [len(estimates[s][i]) for s in signals]
+                n, diff = min(lengths), max(lengths) - min(lengths)
+                if diff > LENGTH_WARNING * len(refs[i]):
+                    length_warnings += 1
+                    log.warning(
+                        "%s: signal lengths differ by %d samples (%.1f %% of the reference); cropped to %d",
+                        utt.id, diff, 100 * diff / len(refs[i]), n,
+                    )  # fmt: skip
+                part_rows.append(_row(utt, rate, len(refs[i]), n, diff))
+                for s in signals:
+                    ref_list.append(refs[i][:n])
+                    est_list.append(estimates[s][i][:n])
+            return {"part": part, "rows": part_rows, "refs": ref_list, "ests": est_list,
+                    "estimates": estimates, "reference": refs, "model_in": model_in}  # fmt: skip
+
+        def score(scorer, ctx: dict) -> tuple[list, float]:
+            t0 = time.perf_counter()
+            return scorer.score_many(ctx["refs"], ctx["ests"]), time.perf_counter() - t0
+
+        def finish(ctx: dict, scores: list, elapsed: float) -> None:
+            """Fill a chunk's rows from its scores, save its audio, keep its examples."""
+            timing["metrics_s"] += elapsed
+            part, estimates = ctx["part"], ctx["estimates"]
+            per_utt["metrics"].extend([elapsed / len(part)] * len(part))
+            for i, row in enumerate(ctx["rows"]):
+                failures, values = [], {}
+                for j, s in enumerate(signals):
+                    sc = scores[i * len(signals) + j]
+                    values[s] = sc.values
+                    failures += [f"{s}.{k}: {why}" for k, why in sc.failures.items()]
+                # columns grouped: output, input_, delta_, then each baseline's and its delta
+                row.update(values["output"])
+                row.update({f"input_{k}": v for k, v in values["input"].items()})
+                row.update({f"delta_{k}": values["output"][k] - values["input"][k] for k in names})
+                for b in baselines:
+                    row.update({f"{b}_{k}": v for k, v in values[b].items()})
+                    row.update({f"{b}_delta_{k}": values[b][k] - values["input"][k] for k in names})
+                row["failures"] = "; ".join(failures)
+                rows.append(row)
+            t0 = time.perf_counter()
+            for i, utt in enumerate(part):
+                if save_audio:
+                    for s, folder in [("output", "enhanced"), *[(b, b) for b in baselines]]:
+                        _save(tmp / folder / f"{_safe_name(utt.id)}.wav", estimates[s][i], rate)
+                if len(kept) < examples:
+                    kept.append(
+                        {"id": utt.id, "reference": ctx["reference"][i], "model_input": ctx["model_in"][i],
+                         **{s: estimates[s][i] for s in signals}}
+                    )  # fmt: skip
+            timing["write_s"] += time.perf_counter() - t0
+            bar.update(len(part))
+
+        # one stage after the other: on 2 cores, scoring a chunk in the worker processes while the next one
+        # was enhanced made both stages twice as slow (torch's threads and the workers fought for the cores)
         with Scorer(rate, jobs=jobs) as scorer, bar:
             for start in range(0, len(utterances), chunk):
-                part = utterances[start : start + chunk]
-                t0 = time.perf_counter()
-                model_in = [read_audio(u.reverb, model_rate, resample=True) for u in part]
-                inputs = [read_audio(u.reverb, rate, resample=True) for u in part]
-                refs = [read_audio(u.reference, rate, resample=True) for u in part]
-                timing["read_s"] += time.perf_counter() - t0
-                bar.set_postfix_str("enhance")
-                t0 = time.perf_counter()
-                enhanced = _enhance(loaded.model, model_in, batch_size, pad_tolerance, device, per_utt["enhance"])
-                outputs = [resample_audio(y, model_rate, rate) for y in enhanced]
-                timing["enhance_s"] += time.perf_counter() - t0
-                estimates = {"output": outputs, "input": inputs}
-                for name in baselines:
-                    bar.set_postfix_str(name)
-                    t0 = time.perf_counter()
-                    estimates[name] = []
-                    for x in inputs:
-                        t1 = time.perf_counter()
-                        estimates[name].append(BASELINES[name](x, rate))
-                        per_utt["baselines"].append(time.perf_counter() - t1)
-                    timing["baselines_s"] += time.perf_counter() - t0
-                # the length policy: crop every signal of an utterance to the shortest
-                part_rows, ref_list, est_list = [], [], []
-                for i, utt in enumerate(part):
-                    lengths = [len(refs[i])] + [len(estimates[s][i]) for s in signals]
-                    n, diff = min(lengths), max(lengths) - min(lengths)
-                    if diff > LENGTH_WARNING * len(refs[i]):
-                        length_warnings += 1
-                        log.warning(
-                            "%s: signal lengths differ by %d samples (%.1f %% of the reference); cropped to %d",
-                            utt.id, diff, 100 * diff / len(refs[i]), n,
-                        )  # fmt: skip
-                    part_rows.append(_row(utt, rate, len(refs[i]), n, diff))
-                    for s in signals:
-                        ref_list.append(refs[i][:n])
-                        est_list.append(estimates[s][i][:n])
+                ctx = prepare(utterances[start : start + chunk])
                 bar.set_postfix_str("metrics")
-                t0 = time.perf_counter()
-                scores = scorer.score_many(ref_list, est_list)
-                elapsed = time.perf_counter() - t0
-                timing["metrics_s"] += elapsed
-                per_utt["metrics"].extend([elapsed / len(part)] * len(part))
-                for i, row in enumerate(part_rows):
-                    failures = []
-                    values = {}
-                    for j, s in enumerate(signals):
-                        sc = scores[i * len(signals) + j]
-                        values[s] = sc.values
-                        failures += [f"{s}.{k}: {why}" for k, why in sc.failures.items()]
-                    # columns grouped: output, input_, delta_, then each baseline's and its delta
-                    row.update(values["output"])
-                    row.update({f"input_{k}": v for k, v in values["input"].items()})
-                    row.update({f"delta_{k}": values["output"][k] - values["input"][k] for k in names})
-                    for b in baselines:
-                        row.update({f"{b}_{k}": v for k, v in values[b].items()})
-                        row.update({f"{b}_delta_{k}": values[b][k] - values["input"][k] for k in names})
-                    row["failures"] = "; ".join(failures)
-                    rows.append(row)
-                t0 = time.perf_counter()
-                if save_audio:
-                    for i, utt in enumerate(part):
-                        for s, folder in [("output", "enhanced"), *[(b, b) for b in baselines]]:
-                            _save(tmp / folder / f"{_safe_name(utt.id)}.wav", estimates[s][i], rate)
-                for i, utt in enumerate(part):
-                    if len(kept) < examples:
-                        kept.append(
-                            {
-                                "id": utt.id,
-                                "input": inputs[i],
-                                "output": outputs[i],
-                                "reference": refs[i],
-                                **{b: estimates[b][i] for b in baselines},
-                                "model_input": model_in[i],
-                            }
-                        )
-                timing["write_s"] += time.perf_counter() - t0
-                bar.update(len(part))
+                finish(ctx, *score(scorer, ctx))
         from dereverb import report as rep
 
         summary = rep.build_summary(
@@ -676,7 +687,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--reference", choices=("clean", "early"), default="clean", help="the reference (default clean)")
     p.add_argument("--baselines", nargs="*", default=[], metavar="NAME", help="classical baselines to score: wpe")
-    p.add_argument("--batch-size", type=int, default=4, help="utterances per model call (default 4)")
+    p.add_argument("--batch-size", type=int, default=2, help="utterances per model call (default 2)")
     p.add_argument(
         "--pad-tolerance",
         type=float,
@@ -700,8 +711,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (0, or 2 after one ``error:`` line)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
-    from dereverb.pretrained import ModelFolderError
-
     if args.device.startswith("cuda"):
         import torch
 
@@ -727,7 +736,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except (DataError, ModelFolderError, EvaluationError) as err:
+    except (DataError, EvaluationError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # imported here: a data error is reported without importing torch
+        from dereverb.pretrained import ModelFolderError
+
+        if not isinstance(err, ModelFolderError):
+            raise
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except OSError as err:

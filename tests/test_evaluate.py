@@ -104,6 +104,14 @@ def test_cli_on_a_paired_folder(pairs8k, tiny_model, tmp_path, capsys):
     assert not list(tmp_path.glob(".eval*"))  # no temporary folder left
 
 
+def test_dataset_config_evaluates_its_prepared_test_split(pairs8k, tiny_model, tmp_path):
+    data = ["data=folder", f"data.root={pairs8k}", f"data.save_folder={tmp_path / 'prepared'}"]
+    result = evaluate(tiny_model, data, tmp_path / "eval", jobs=1, progress=False)
+    assert len(result.rows) == 1  # 3 pairs: one each for train, valid and test
+    assert "test split" in result.summary["data"]
+    assert list((tmp_path / "prepared").glob("8k-*/test.csv"))  # prepared at the model's rate
+
+
 def test_wpe_improves_si_sdr_on_a_reverberant_utterance(rir_bank):
     (_, x), rir = _speech(1, 8000)[0], max((rir_bank[i] for i in range(len(rir_bank))), key=lambda r: r.t60_s)
     reverb, _ = rooms.reverberate(x, rir, "direct")
