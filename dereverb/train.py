@@ -12,6 +12,7 @@ import os
 import platform
 import random
 import sys
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 # torch, SpeechBrain and the data modules are imported where they are used: a bad config or a Hydra
 # error on the command line is reported in about a second, not after seconds of imports
 
-__all__ = ["ConfigError", "TrainingError", "main", "output_folder", "validate"]
+__all__ = ["ConfigError", "Experiment", "TrainingError", "build", "main", "output_folder", "validate"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,16 +183,29 @@ def _subset(dataset, n: int | None):
     return dataset if n is None or n >= len(dataset) else dataset.filtered_sorted(select_n=n)
 
 
-def main(cfg: DictConfig) -> Path:
-    """Run the recipe described by a composed config (see ``conf/dtcn.yaml``).
+@dataclass
+class Experiment:
+    """Everything :func:`main` builds once before training (see :func:`build`)."""
 
-    Returns:
-        The output folder ``results/<name>/<seed>``.
+    brain: object  # DereverbBrain
+    model: torch.nn.Module
+    checkpointer: object  # AtomicCheckpointer
+    epoch_counter: object
+    train_set: object
+    valid_set: object
+    test_set: object
+    train_loader: dict
+    output_dir: Path
+
+
+def build(cfg: DictConfig) -> Experiment:
+    """Validate the config, prepare the data and build the model, Brain and checkpointer, once each.
+
+    Used by :func:`main` and by ``scripts/bench_recipe.py`` (which times the recipe's own training
+    steps against the bare model's).
 
     Raises:
-        ConfigError: a bad configuration value, before any work starts.
-        dereverb.data.errors.DataError: bad data settings (before anything is written) or bad data.
-        TrainingError: the loss stayed non-finite (see ``run.nonfinite_patience``).
+        ConfigError, DataError: as :func:`main`, before anything is written.
     """
     validate(cfg)
     import torch
@@ -208,7 +222,6 @@ def main(cfg: DictConfig) -> Path:
     from dereverb.brain import AtomicCheckpointer, DereverbBrain
     from dereverb.data import build_datasets, prepare
     from dereverb.losses import LOSSES
-    from dereverb.pretrained import save_pretrained
 
     r = cfg.run
     out = output_folder(cfg)
@@ -237,10 +250,6 @@ def main(cfg: DictConfig) -> Path:
         _write(out / "environment.json", json.dumps(_environment(), indent=2) + "\n")
 
     datasets = build_datasets(cfg.data, cfg.sample_rate, progress=r.progress)
-    train_set = _subset(datasets["train"], r.limit_train_batches and r.limit_train_batches * r.batch_size)
-    valid_set = _subset(datasets["valid"], r.limit_valid_items)
-    test_set = _subset(datasets["test"], r.limit_test_items)
-
     loss_kwargs = {k: v for k, v in cfg.loss.items() if k != "name"}
     epoch_counter = sb.utils.epoch_loop.EpochCounter(r.epochs)
     lr_scheduler = ReduceLROnPlateau(
@@ -266,13 +275,47 @@ def main(cfg: DictConfig) -> Path:
         run_opts=run_opts,
         checkpointer=checkpointer,
     )
-    loader = {"batch_size": r.batch_size, "num_workers": r.num_workers, "shuffle": True}
+    return Experiment(
+        brain=brain,
+        model=model,
+        checkpointer=checkpointer,
+        epoch_counter=epoch_counter,
+        train_set=_subset(datasets["train"], r.limit_train_batches and r.limit_train_batches * r.batch_size),
+        valid_set=_subset(datasets["valid"], r.limit_valid_items),
+        test_set=_subset(datasets["test"], r.limit_test_items),
+        train_loader={"batch_size": r.batch_size, "num_workers": r.num_workers, "shuffle": True},
+        output_dir=out,
+    )
+
+
+def main(cfg: DictConfig) -> Path:
+    """Run the recipe described by a composed config (see ``conf/dtcn.yaml``).
+
+    Returns:
+        The output folder ``results/<name>/<seed>``.
+
+    Raises:
+        ConfigError: a bad configuration value, before any work starts.
+        dereverb.data.errors.DataError: bad data settings (before anything is written) or bad data.
+        TrainingError: the loss stayed non-finite (see ``run.nonfinite_patience``).
+    """
+    exp = build(cfg)
+    import torch
+    from speechbrain.utils.distributed import if_main_process
+
+    from dereverb.pretrained import save_pretrained
+
+    r, brain, out = cfg.run, exp.brain, exp.output_dir
     try:
         brain.fit(
-            epoch_counter, train_set, valid_set, train_loader_kwargs=loader, valid_loader_kwargs={"batch_size": 1}
+            exp.epoch_counter,
+            exp.train_set,
+            exp.valid_set,
+            train_loader_kwargs=exp.train_loader,
+            valid_loader_kwargs={"batch_size": 1},
         )
         if r.test:
-            brain.evaluate(test_set, max_key="best_key", test_loader_kwargs={"batch_size": 1})
+            brain.evaluate(exp.test_set, max_key="best_key", test_loader_kwargs={"batch_size": 1})
     except ValueError as err:
         if "Loss is not finite and patience is exhausted" in str(err):
             raise TrainingError(
@@ -285,10 +328,10 @@ def main(cfg: DictConfig) -> Path:
         brain._close_scorer()
 
     if r.export and if_main_process():
-        best = checkpointer.find_checkpoint(max_key="best_key")
+        best = exp.checkpointer.find_checkpoint(max_key="best_key")
         if best is not None:
             state = torch.load(best.paramfiles["model"], map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-            save_pretrained(model.cpu(), out / "model", cfg.sample_rate, overwrite=True)
+            exp.model.load_state_dict(state)
+            save_pretrained(exp.model.cpu(), out / "model", cfg.sample_rate, overwrite=True)
             logger.info("best model (%s = %.3f) exported to %s", r.best_key, best.meta["best_key"], out / "model")
     return out
