@@ -174,6 +174,8 @@ class Utterance:
 class TestSet:
     """The utterances to score and a description of where they came from."""
 
+    __test__ = False  # not a pytest test class
+
     utterances: list[Utterance]
     source: str
     reference: str
@@ -199,10 +201,8 @@ def load_test_set(
     items = [str(spec)] if isinstance(spec, str | os.PathLike) else [str(s) for s in spec]
     if not items:
         raise DataError("--data: give a folder, a manifest CSV or a dataset config such as data=demo")
-    if len(items) > 1 or "=" in items[0]:
+    if _is_config(items):
         return _from_config(items, reference, sample_rate)
-    if len(items) != 1:
-        raise DataError(f"--data: one folder or manifest, got {len(items)}")
     path = Path(items[0]).expanduser()
     if path.is_dir():
         return _from_folder(path, reference)
@@ -211,6 +211,12 @@ def load_test_set(
     if path.exists():
         raise DataError(f"{path}: not a folder or a .csv manifest")
     raise DataError(f"{path}: no such folder or manifest (or give a dataset config such as data=demo)")
+
+
+def _is_config(spec) -> bool:
+    """Dataset config overrides (``data=demo ...``) rather than one folder or manifest."""
+    items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    return len(items) > 1 or (len(items) == 1 and "=" in str(items[0]) and not Path(items[0]).exists())
 
 
 def _audio_files(folder: Path) -> dict[str, Path]:
@@ -462,7 +468,7 @@ def evaluate(
             raise EvaluationError("--plots and --report need matplotlib: pip install matplotlib") from None
     # a folder or manifest is listed before the model loads (its errors come first and fast); a dataset
     # config is prepared after, at the model's rate
-    is_config = not isinstance(data, TestSet | str | os.PathLike) and (len(data) > 1 or "=" in str(data[0]))
+    is_config = not isinstance(data, TestSet) and _is_config(data)
     test = data if isinstance(data, TestSet) or is_config else load_test_set(data, reference)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
     if is_config:
