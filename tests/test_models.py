@@ -121,6 +121,8 @@ def test_get_config_rebuilds_the_model():
     ({"causal": True}, "causal=True needs norm='cLN'"),
     ({"mask_activation": "tanh"}, "mask_activation"),
     ({"offset_groups": 3}, "offset_groups must divide H=16"),
+    ({"offset_groups": "2"}, "offset_groups must divide H=16"),
+    ({"H": "abc"}, "H must be a positive int, got 'abc'"),
 ])  # fmt: skip
 def test_bad_configurations_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -292,8 +292,8 @@ class DTCN(TasNet):
         modulation: bool = False,
         max_offset: float | None = None,
     ):
-        if offset_groups < 1 or H % offset_groups:
-            raise ValueError(f"offset_groups must divide H={H}, got {offset_groups}")
+        if isinstance(H, int) and (not isinstance(offset_groups, int) or offset_groups < 1 or H % offset_groups):
+            raise ValueError(f"offset_groups must divide H={H}, got {offset_groups!r}")
         self._deform_kwargs = {"offset_groups": offset_groups, "modulation": modulation, "max_offset": max_offset}
         super().__init__(N, L, B, H, P, X, R, norm, causal, skip_channels, mask_activation)
         self._config.update(self._deform_kwargs)
