@@ -93,6 +93,8 @@ def validate(cfg: DictConfig) -> None:
         r.ckpt_interval_steps,
         "0 when run.ckpt_interval_minutes is set (choose one)",
     )
+    for key in ("test", "export", "progress", "tune_malloc"):
+        _check(isinstance(r[key], bool), f"run.{key}", r[key], "true or false")
     for key in ("limit_train_batches", "limit_valid_items", "limit_test_items", "metric_jobs"):
         _check(r[key] is None or (isinstance(r[key], int) and r[key] >= 1), f"run.{key}", r[key], "null or >= 1")
     device = str(r.device)
@@ -208,6 +210,10 @@ def build(cfg: DictConfig) -> Experiment:
         ConfigError, DataError: as :func:`main`, before anything is written.
     """
     validate(cfg)
+    if cfg.run.tune_malloc:
+        from dereverb.allocator import tune_glibc_malloc
+
+        tune_glibc_malloc()
     import torch
 
     random.seed(cfg.seed)

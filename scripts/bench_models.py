@@ -152,7 +152,10 @@ def main(argv=None) -> None:
 
     import torch
 
+    tuned = sorted(k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")
     allocator = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "default (glibc)"
+    if tuned and allocator != "tcmalloc":
+        allocator = "glibc with " + ", ".join(f"{k}={os.environ[k]}" for k in tuned)
     lines = [
         f"{args.threads} threads; torch {torch.__version__}; allocator {allocator}; "
         f"median of {args.rounds} processes x {args.repeats} steps",

@@ -53,3 +53,19 @@ def test_release_workspace_frees_the_buffers():
     assert _workspace.buffers
     release_workspace()
     assert not _workspace.buffers
+
+
+def test_inference_mode_first_then_training():
+    # buffers first allocated under inference_mode must still be writable by a later training call
+    release_workspace()
+    x = torch.randn(2, 8, 50)
+    weight = torch.randn(8, 1, 3)
+    offset = torch.rand(2, 3, 50)
+    with torch.inference_mode():
+        expected = deform_conv1d(x, offset, weight, padding=1, groups=8)
+    xg = x.clone().requires_grad_()
+    out = deform_conv1d(xg, offset, weight, padding=1, groups=8)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), expected)
+    assert torch.isfinite(xg.grad).all()
+    assert xg.grad.abs().sum() > 0

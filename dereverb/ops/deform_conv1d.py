@@ -254,7 +254,10 @@ class _Workspace(threading.local):
         buf = self.buffers.get((name, dtype))
         if buf is None or buf.numel() < numel:
             self.buffers[(name, dtype)] = None  # free the old one before allocating the new one
-            buf = self.buffers[(name, dtype)] = torch.empty(numel, dtype=dtype)
+            # never an inference tensor: one allocated under torch.inference_mode() could not be
+            # written to by a later call outside it
+            with torch.inference_mode(False):
+                buf = self.buffers[(name, dtype)] = torch.empty(numel, dtype=dtype)
         return buf[:numel].view(shape)
 
 
