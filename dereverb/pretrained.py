@@ -16,6 +16,7 @@ training stack, and never unpickles anything. A shipped model is named by its fo
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -195,4 +196,9 @@ def from_pretrained(name_or_folder: str | os.PathLike, map_location: str | torch
         raise ModelFolderError(f"{weights}: weights do not match {config['class']} config.json: " + "; ".join(parts))
     model.load_state_dict(state)
     model.sample_rate = config["sample_rate"]
+    gain = config.get("output_gain")
+    if gain is not None and not (isinstance(gain, int | float) and not isinstance(gain, bool) and math.isfinite(gain)
+                                 and gain != 0):  # fmt: skip
+        raise ModelFolderError(f"{folder / CONFIG_FILE}: output_gain must be a finite non-zero number, got {gain!r}")
+    model.output_gain = None if gain is None else float(gain)
     return model.to(map_location).eval()

@@ -9,8 +9,10 @@ existing file unless asked. The datasets, the evaluation and the inference tools
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import torch
 
 from dereverb.data.errors import DataError
 
-__all__ = ["AudioInfo", "audio_info", "read_audio", "resample_audio", "write_audio"]
+__all__ = ["AudioInfo", "atomic_path", "audio_info", "read_audio", "resample_audio", "write_audio"]
 
 
 @dataclass(frozen=True)
@@ -199,10 +201,38 @@ def write_audio(
         subtype = "FLOAT" if fmt == "WAV" else sf.default_subtype(fmt)
     if subtype.startswith("PCM") and np.abs(x).max() > 1.0:
         raise DataError(f"{path}: samples outside [-1, 1] would clip in {subtype}; scale them or write FLOAT")
+    with atomic_path(path, overwrite) as tmp:
+        sf.write(tmp, x.astype(np.float32, copy=False), sample_rate, subtype=subtype, format=fmt)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary file name beside ``path``; on success it becomes ``path`` atomically.
+
+    The caller writes the temporary file. When the block raises (or is interrupted), the
+    temporary file is removed and ``path`` is untouched. Without ``overwrite`` an existing
+    ``path`` is never replaced, even one created while the block ran.
+
+    Raises:
+        DataError: ``path`` exists (and ``overwrite`` is False), or its folder is missing.
+
+    Example:
+        >>> import tempfile, os
+        >>> out = os.path.join(tempfile.mkdtemp(), "a.txt")
+        >>> with atomic_path(out) as tmp:
+        ...     _ = open(tmp, "w").write("done")
+        >>> open(out).read()
+        'done'
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise DataError(f"{path}: file exists (pass overwrite=True to replace it)")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        sf.write(tmp, x.astype(np.float32, copy=False), sample_rate, subtype=subtype, format=fmt)
+        yield tmp
         if overwrite:
             os.replace(tmp, path)
         else:
