@@ -54,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="training folder results/<name>/<seed>")
     p.add_argument("--name", required=True, help="shipped model name, e.g. dtcn-8k")
+    p.add_argument("--out", default=None, help="write the model folder here instead of dereverb/checkpoints/<name>")
     p.add_argument("--calibration-items", type=int, default=None, help="validation utterances (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing shipped model")
     args = p.parse_args(argv)
     run = Path(args.run)
-    dest = PRETRAINED_DIR / args.name
+    dest = Path(args.out) if args.out else PRETRAINED_DIR / args.name
     try:
         if dest.exists() and not args.overwrite:
             raise DataError(f"{dest} exists (pass --overwrite to replace it)")
