@@ -6,6 +6,9 @@
   ``Dereverberator.enhance`` on a 10 s reverberant recording at the model's rate, batch 1, on
   ``--threads`` CPU threads: the median of ``--runs`` runs after a warm-up, side by side with
   single-channel WPE (``dereverb.baselines.wpe``, the evaluation's settings) on the same signal.
+* Chunked versus whole: SI-SDR of the segment-wise output (default 30 s segments, one pass and
+  the default two passes for gLN) against the whole-signal output on ``--agreement-seconds`` of
+  test speech in the same room.
 * Peak RAM: ``dereverb-enhance`` on a ``--hours``-long 16 kHz mono PCM_16 file (speech from the
   shipped pack in a simulated room, repeated) run as a child process; its peak resident set size
   (``ru_maxrss``) and wall time, so long-file processing (segments, two passes for gLN) is
@@ -35,6 +38,7 @@ from dereverb.baselines import wpe
 from dereverb.data import rooms, speech_pack
 from dereverb.data.audio import read_audio
 from dereverb.inference import Dereverberator
+from dereverb.metrics import si_sdr
 from dereverb.pretrained import list_pretrained
 
 
@@ -85,6 +89,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--seconds", type=float, default=10.0, help="length of the real-time-factor input")
     p.add_argument("--hours", type=float, default=1.0, help="length of the peak-RAM file (0 skips it)")
+    p.add_argument(
+        "--agreement-seconds", type=float, default=200.0, help="signal of the chunked-vs-whole check (0 skips)"
+    )
     args = p.parse_args()
     models = args.models if args.models is not None else list_pretrained()
     if not models:
@@ -106,6 +113,20 @@ def main() -> int:
             wpe_rtf[d.sample_rate] = _median_time(lambda x=x, r=d.sample_rate: wpe(x, r), args.runs) / seconds
         w = wpe_rtf[d.sample_rate]
         print(f"| {name} | {d.sample_rate} | {rtf:.4f} | {w:.4f} | {rtf / w:.2f} |", flush=True)
+    if args.agreement_seconds > 0:
+        print(
+            f"\n| model | chunked vs whole, {args.agreement_seconds:g} s, SI-SDR dB: one pass | two passes (default) |"
+        )
+        print("|---|---|---|")
+        for name in models:
+            whole = Dereverberator.from_pretrained(name, chunk_seconds=None, gain="none")
+            x = _speech(whole.sample_rate, args.agreement_seconds)
+            ref = whole.enhance(x, whole.sample_rate)
+            cells = []
+            for passes in (1, 2):
+                d = Dereverberator.from_pretrained(name, gain="none", gln_passes=passes)
+                cells.append(f"{si_sdr(d.enhance(x, d.sample_rate), ref):.1f}")
+            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     if args.hours <= 0:
         return 0
     print(f"\n| model | {args.hours:g} h 16 kHz mono file: peak RSS | wall time | RTF |")
