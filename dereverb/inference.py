@@ -327,7 +327,7 @@ class Dereverberator:
         _check_finite(arr, "the signal")
         y = self._process(np.atleast_2d(arr), sample_rate)
         y = y[0] if arr.ndim == 1 else y
-        return torch.from_numpy(y) if is_tensor else y
+        return torch.from_numpy(y).to(x.device) if is_tensor else y
 
     def _plan(self, total: int, rate: int) -> tuple[int, int, list[tuple[int, int]]]:
         """``(pad, fade, cores)`` at ``rate``: the core regions tile ``[0, total)``; a segment is
