@@ -20,7 +20,7 @@ import ctypes.util
 import logging
 import os
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "tune_glibc_malloc"]
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "release_free_memory", "tune_glibc_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,37 @@ def _other_allocator() -> str | None:
         if name in preload:
             return name
     return None
+
+
+def _glibc():
+    """glibc as a ctypes library, or None (another C library, or another allocator preloaded)."""
+    if _other_allocator() is not None:
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 (present in glibc only)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def release_free_memory() -> bool:
+    """Return glibc's free heap memory to the system (``malloc_trim(0)``).
+
+    Long-file inference calls it after every segment: segments of slightly different sizes
+    (the first, the last, resampled ones) otherwise fragment the heap, and a process that
+    enhanced a 1-hour 16 kHz file peaked at 3.9 GiB instead of about one segment's worth.
+    Does nothing (and returns False) without glibc or with another allocator preloaded.
+
+    Example:
+        >>> isinstance(release_free_memory(), bool)
+        True
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(libc.malloc_trim(0))
 
 
 def tune_glibc_malloc() -> bool:
@@ -57,12 +88,10 @@ def tune_glibc_malloc() -> bool:
     if other is not None:
         logger.debug("%s is preloaded: glibc malloc settings left alone", other)
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # noqa: B018 (present in glibc only)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None:
         return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if ok:

@@ -55,6 +55,7 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
+from dereverb.allocator import release_free_memory
 from dereverb.data.audio import atomic_path, audio_info, resample_audio
 from dereverb.data.errors import DataError
 
@@ -418,6 +419,8 @@ class Dereverberator:
             y = self._segment(read(lo, hi), rate)
             if norms is not None:
                 norms.advance()
+            if len(cores) > 1:
+                release_free_memory()  # segments of varying sizes would otherwise fragment the heap
             if progress is not None:
                 progress(b - a)
             if write is None:
