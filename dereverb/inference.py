@@ -11,7 +11,7 @@ How a file is processed:
   output has the input's rate and exact length.
 * **Channels.** Every channel is enhanced on its own (channels are batch rows); ``mix_down``
   averages them first and writes mono.
-* **Long files** are read, enhanced and written in segments of ``chunk_seconds`` (default 30 s)
+* **Long files** are read, enhanced and written in segments of ``chunk_seconds`` (default 15 s)
   that overlap: every sample that reaches the output has at least ``context`` samples of real
   signal on each side (default: the model's receptive field, plus the offset bound of a DTCN with
   ``max_offset``), and neighbours are cross-faded linearly around their boundary. Memory is
@@ -19,8 +19,8 @@ How a file is processed:
 
   - gLN (whole-signal statistics): a first pass over the segments only collects every layer's
     statistics over the file, the second pass normalises with them and writes (``gln_passes``,
-    default 2; long files cost two passes). With 30 s segments a trained DTCN's output agrees
-    with its whole-file output to 37.9 dB SI-SDR on 200 s of speech (22.2 dB in one pass;
+    default 2; long files cost two passes). With 15 s segments a trained DTCN's output agrees
+    with its whole-file output to 37.5 dB SI-SDR on 200 s of speech (22.0 dB in one pass;
     ``scripts/bench_inference.py``).
   - cLN (causal models): the cumulative statistics are carried from segment to segment, and at
     the model's rate segments lie on the encoder's frame grid, so a causal TCN's chunked output
@@ -63,7 +63,7 @@ __all__ = ["DEFAULT_CHUNK_SECONDS", "Dereverberator", "EnhanceError", "calibrate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_SECONDS = 30.0
+DEFAULT_CHUNK_SECONDS = 15.0
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 _SILENCE = 1e-10  # mean power under which a segment is treated as silent (gain 1)
 

@@ -6,7 +6,7 @@
   ``Dereverberator.enhance`` on a 10 s reverberant recording at the model's rate, batch 1, on
   ``--threads`` CPU threads: the median of ``--runs`` runs after a warm-up, side by side with
   single-channel WPE (``dereverb.baselines.wpe``, the evaluation's settings) on the same signal.
-* Chunked versus whole: SI-SDR of the segment-wise output (default 30 s segments, one pass and
+* Chunked versus whole: SI-SDR of the segment-wise output (default 15 s segments, one pass and
   the default two passes for gLN) against the whole-signal output on ``--agreement-seconds`` of
   test speech in the same room.
 * Peak RAM: ``dereverb-enhance`` on a ``--hours``-long 16 kHz mono PCM_16 file (speech from the
