@@ -17,7 +17,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
 from dereverb.data.audio import read_audio
@@ -73,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         valid = load_test_set(manifests["valid"], reference="clean")
         utts = valid.utterances[: args.calibration_items]
         pairs = [(read_audio(u.reverb, loaded.sample_rate), read_audio(u.reference, loaded.sample_rate)) for u in utts]
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         gain = calibrate_gain(loaded.model, pairs)
         card = (dest / CARD_FILE).read_text() if (dest / CARD_FILE).is_file() else None
         record = _training_record(run, loaded.source)
