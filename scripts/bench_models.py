@@ -8,6 +8,8 @@ help or hurt another), the rounds interleave the models, and the figures are med
   TCN and DTCN at the default (published) size and the small CPU preset, and the default DTCN
   built on dc1d 0.2.0 layers (``unconstrained=True``, zero padding), the deformable layer the
   paper's released recipe used. Peak memory is the resident set size above the model's.
+* "DTCN, plain taps": the default DTCN with offset predictors whose offsets are not applied (plain
+  depthwise taps): the part of the DTCN/TCN ratio that the offset predictors cost by themselves.
 * Inference: real-time factor (compute seconds per second of audio), batch 1, 10 s input,
   at 8 kHz (L=16) and 16 kHz (L=32).
 
@@ -32,12 +34,14 @@ TRAIN_CASES = {
     "TCN": ("TCN", {}),
     "DTCN": ("DTCN", {}),
     "DTCN (dc1d layers)": ("DTCN-dc1d", {}),
+    "DTCN, plain taps": ("DTCN-plain-taps", {}),
     "TCN small": ("TCN", SMALL),
     "DTCN small": ("DTCN", SMALL),
 }
 INFER_CASES = {
     "TCN 8 kHz": ("TCN", {}, 8000),
     "DTCN 8 kHz": ("DTCN", {}, 8000),
+    "DTCN, plain taps 8 kHz": ("DTCN-plain-taps", {}, 8000),
     "TCN 16 kHz": ("TCN", {"L": 32}, 16000),
     "DTCN 16 kHz": ("DTCN", {"L": 32}, 16000),
 }
@@ -74,10 +78,40 @@ def _dc1d_dtcn(**kwargs):
     return Dc1dDTCN(**kwargs)
 
 
+def _plain_taps_dtcn(**kwargs):
+    """The default DTCN whose blocks predict their offsets but convolve with plain taps: the cost of
+    the offset predictors alone, i.e. the DTCN/TCN ratio that a free deformable sampling would give."""
+    from torch import nn
+
+    from dereverb.models import DTCN
+    from dereverb.models.tasnet import DepthwiseConv1d
+    from dereverb.nn import OffsetPredictor
+
+    class PlainTaps(nn.Module):
+        def __init__(self, channels, kernel_size, dilation, causal, norm):
+            super().__init__()
+            self.conv = DepthwiseConv1d(channels, kernel_size, dilation, causal)
+            self.offset_predictor = OffsetPredictor(channels, kernel_size, dilation=dilation, norm=norm)
+
+        def forward(self, x):
+            offset, _ = self.offset_predictor(x)
+            return self.conv(x) + 0.0 * offset.sum()  # keeps the predictor in the backward pass
+
+    class PlainTapsDTCN(DTCN):
+        def _depthwise(self, channels, kernel_size, dilation, causal, norm):
+            return PlainTaps(channels, kernel_size, dilation, causal, norm)
+
+    return PlainTapsDTCN(**kwargs)
+
+
 def _model(name: str, kwargs: dict):
     from dereverb.models import MODELS
 
-    return _dc1d_dtcn(**kwargs) if name == "DTCN-dc1d" else MODELS[name](**kwargs)
+    if name == "DTCN-dc1d":
+        return _dc1d_dtcn(**kwargs)
+    if name == "DTCN-plain-taps":
+        return _plain_taps_dtcn(**kwargs)
+    return MODELS[name](**kwargs)
 
 
 def worker(args) -> None:

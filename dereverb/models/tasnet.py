@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dereverb.nn import DeformableConv1d, make_norm
+from dereverb.nn import DeformableConv1d, PReLU, make_norm
+from dereverb.ops import depthwise_conv1d
 
 __all__ = ["DTCN", "SIZES", "TCN", "DepthwiseConv1d", "TasNet", "TemporalBlock", "preset", "receptive_field"]
 
@@ -34,10 +35,7 @@ class DepthwiseConv1d(nn.Module):
         self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, groups=channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.pad[0] == self.pad[1]:
-            return F.conv1d(x, self.conv.weight, self.conv.bias, padding=self.pad[0], dilation=self.conv.dilation,
-                            groups=self.conv.groups)  # fmt: skip
-        return self.conv(F.pad(x, self.pad))
+        return depthwise_conv1d(x, self.conv.weight, self.conv.bias, self.pad, self.conv.dilation[0])
 
 
 class TemporalBlock(nn.Module):
@@ -55,10 +53,10 @@ class TemporalBlock(nn.Module):
     def __init__(self, bottleneck: int, hidden: int, depthwise: nn.Module, norm: str, skip_channels: int = 0):
         super().__init__()
         self.conv1x1 = nn.Conv1d(bottleneck, hidden, 1)
-        self.act1 = nn.PReLU()
+        self.act1 = PReLU()
         self.norm1 = make_norm(norm, hidden)
         self.depthwise = depthwise
-        self.act2 = nn.PReLU()
+        self.act2 = PReLU()
         self.norm2 = make_norm(norm, hidden)
         self.residual = nn.Conv1d(hidden, bottleneck, 1)
         self.skip = nn.Conv1d(hidden, skip_channels, 1) if skip_channels else None
@@ -190,7 +188,7 @@ class TasNet(nn.Module):
             for _ in range(R)
             for x in range(X)
         )
-        self.mask_act = nn.PReLU() if skip_channels else nn.Identity()
+        self.mask_act = PReLU() if skip_channels else nn.Identity()
         self.mask_conv = nn.Conv1d(skip_channels or B, N, 1, bias=False)
         self.mask_activation = mask_activation
 

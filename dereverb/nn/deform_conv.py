@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dereverb.nn.activation import PReLU
 from dereverb.nn.norm import make_norm
-from dereverb.ops import deform_conv1d, resolve_padding
+from dereverb.ops import deform_conv1d, depthwise_conv1d, resolve_padding
 
 __all__ = ["DeformConv1d", "DeformableConv1d", "OffsetPredictor"]
 
@@ -144,10 +146,10 @@ class OffsetPredictor(nn.Module):
             max_offset,
         )
         pad_left, pad_right = resolve_padding(padding, kernel_size, dilation, stride)
-        self.pad = nn.ConstantPad1d((pad_left, pad_right), 0.0) if pad_left != pad_right else nn.Identity()
-        conv_padding = pad_left if pad_left == pad_right else 0
-        self.depthwise = nn.Conv1d(channels, channels, kernel_size, stride, conv_padding, dilation, groups=channels)
-        self.act = nn.PReLU()
+        self.padding = (pad_left, pad_right)
+        # Holds the weights; forward() calls depthwise_conv1d (faster backward on the CPU) when stride is 1.
+        self.depthwise = nn.Conv1d(channels, channels, kernel_size, stride, 0, dilation, groups=channels)
+        self.act = PReLU()
         self.norm = make_norm(norm, channels)
         n_out = offset_groups * kernel_size * (2 if modulation else 1)
         self.pointwise = nn.Conv1d(channels, n_out, 1)
@@ -160,7 +162,12 @@ class OffsetPredictor(nn.Module):
             self.max_tap_offset = None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        h = self.pointwise(self.norm(self.act(self.depthwise(self.pad(x)))))
+        conv = self.depthwise
+        if conv.stride[0] == 1:
+            h = depthwise_conv1d(x, conv.weight, conv.bias, self.padding, conv.dilation[0])
+        else:
+            h = conv(F.pad(x, self.padding))
+        h = self.pointwise(self.norm(self.act(h)))
         n = self.offset_groups * self.kernel_size
         offset, mask = (h[:, :n], 2 * torch.sigmoid(h[:, n:])) if self.modulation else (h, None)
         if self.max_offset is not None:
