@@ -13,8 +13,12 @@ help or hurt another), the rounds interleave the models, and the figures are med
 * Inference: real-time factor (compute seconds per second of audio), batch 1, 10 s input,
   at 8 kHz (L=16) and 16 kHz (L=32).
 
+The workers tune glibc's malloc as the training recipe does (``dereverb.allocator``);
+``--glibc-defaults`` keeps glibc's defaults.
+
 Usage:
     python scripts/bench_models.py
+    python scripts/bench_models.py --glibc-defaults
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python scripts/bench_models.py
 """
 
@@ -119,6 +123,10 @@ def worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if not args.glibc_defaults:
+        from dereverb.allocator import tune_glibc_malloc
+
+        tune_glibc_malloc()  # what train.py, evaluate and dereverb-enhance do
     model = _model(args.model, json.loads(args.kwargs))
     if args.mode == "train":
         x = torch.randn(2, 4 * 8000)
@@ -159,6 +167,7 @@ def _run(mode: str, model: str, kwargs: dict, rate: int, args) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--mode", mode, "--model", model]
     cmd += ["--kwargs", json.dumps(kwargs), "--rate", str(rate), "--threads", str(args.threads)]
     cmd += ["--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    cmd += ["--glibc-defaults"] if args.glibc_defaults else []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
@@ -175,6 +184,11 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--skip", nargs="*", default=[], help="cases to leave out, e.g. 'DTCN (dc1d layers)'")
     p.add_argument("--out", help="also write the Markdown tables to this file")
+    p.add_argument(
+        "--glibc-defaults",
+        action="store_true",
+        help="keep glibc's malloc defaults (by default the workers tune them as the recipe does)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -187,9 +201,15 @@ def main(argv=None) -> None:
     import torch
 
     tuned = sorted(k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")
-    allocator = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "default (glibc)"
-    if tuned and allocator != "tcmalloc":
+    from dereverb.allocator import MMAP_THRESHOLD, _other_allocator
+
+    allocator = _other_allocator()
+    if allocator is None and tuned:
         allocator = "glibc with " + ", ".join(f"{k}={os.environ[k]}" for k in tuned)
+    elif allocator is None and args.glibc_defaults:
+        allocator = "default (glibc)"
+    elif allocator is None:
+        allocator = f"glibc tuned by dereverb.allocator (mmap threshold {MMAP_THRESHOLD >> 20} MiB, no trimming)"
     lines = [
         f"{args.threads} threads; torch {torch.__version__}; allocator {allocator}; "
         f"median of {args.rounds} processes x {args.repeats} steps",

@@ -1,8 +1,8 @@
 """Depthwise 1-D convolution whose backward pass is computed with forward convolutions.
 
-On the CPU, oneDNN's backward pass of a *dilated* depthwise convolution is several times slower
-than its forward pass (``scripts/bench_depthwise.py`` measures it). Both gradients of a
-depthwise convolution are themselves cheap forward convolutions:
+On the CPU, oneDNN's backward pass of a *dilated* depthwise convolution is slow
+(``scripts/bench_layers.py`` compares it with this one). Both gradients of a depthwise
+convolution are themselves cheap forward convolutions:
 
 * the input gradient is the output gradient convolved with the flipped kernel, with the padding
   mirrored (``(K - 1) * dilation - pad`` on each side);

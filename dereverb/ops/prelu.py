@@ -1,10 +1,10 @@
 """PReLU with one shared slope, with a backward pass built from vectorised element-wise ops.
 
-On the CPU, ATen's PReLU backward kernel took several times longer than a multiplication of
-the same size here (``scripts/bench_layers.py`` measures it), and a TasNet block has two PReLUs
-(a DTCN block three). The backward pass here is five streaming passes: ``relu``, a difference, a
-dot product for the slope's gradient, and the derivative ``slope + (1 - slope) * [x > 0]`` built
-with ``sign`` and multiplied into the output gradient.
+On the CPU, ATen's PReLU backward kernel is slow (``scripts/bench_layers.py`` compares it with
+this one), and a TasNet block has two PReLUs (a DTCN block three). The backward pass here is a
+few streaming passes: ``relu``, a difference and a dot product for the slope's gradient, and the
+derivative ``slope + (1 - slope) * [x > 0]`` built with ``sign`` and multiplied into the output
+gradient.
 """
 
 from __future__ import annotations
