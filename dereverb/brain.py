@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,43 @@ class DereverbBrain(sb.Brain):
     Hyperparameters read from ``self.hparams``: ``loss`` (a module ``(est, target, lengths) ->
     Tensor[B]``), ``sample_rate``, ``best_key`` (``pesq``, ``stoi``, ``estoi`` or ``si_sdr``),
     ``lr_scheduler`` (SpeechBrain's ``ReduceLROnPlateau``), ``epoch_counter``, ``train_logger``,
-    ``metric_jobs`` and ``output_dir``.
+    ``metric_jobs``, ``output_dir`` and, optionally, ``max_minutes``: a training-time budget for
+    this call of ``fit`` (see :meth:`_optimizer_step_limit_exceeded`).
     """
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        self._fit_started, self._time_up = time.monotonic(), False
+
+    @property
+    def _optimizer_step_limit_exceeded(self):
+        """SpeechBrain's step limit (``run.max_steps``), or the time budget (``run.max_minutes``).
+
+        SpeechBrain asks before every training batch and after every epoch's validation: once the
+        budget is spent, the epoch in progress stops before its next batch, is validated and
+        checkpointed, and ``fit`` returns. Under DDP every process asks at the same points, and the
+        processes agree (an all-reduce of the decision) so that all stop at the same batch.
+        """
+        if super()._optimizer_step_limit_exceeded:
+            return True
+        budget = getattr(self.hparams, "max_minutes", None)
+        if budget is None or not hasattr(self, "_fit_started"):
+            return False
+        if not self._time_up:
+            up = time.monotonic() - self._fit_started >= 60.0 * budget
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                flag = torch.tensor([float(up)], device=self.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                up = bool(flag.item())
+            if up:
+                self._time_up = True
+                logger.info(
+                    "run.max_minutes=%g reached after %d optimizer steps: this epoch stops here, is validated "
+                    "and checkpointed",
+                    budget,
+                    self.optimizer_step,
+                )
+        return self._time_up
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -95,8 +96,13 @@ def validate(cfg: DictConfig) -> None:
     )
     for key in ("test", "export", "progress", "tune_malloc"):
         _check(isinstance(r[key], bool), f"run.{key}", r[key], "true or false")
-    for key in ("limit_train_batches", "limit_valid_items", "limit_test_items", "metric_jobs"):
-        _check(r[key] is None or (isinstance(r[key], int) and r[key] >= 1), f"run.{key}", r[key], "null or >= 1")
+    for key in ("limit_train_batches", "limit_valid_items", "limit_test_items", "metric_jobs", "max_steps"):
+        value = r.get(key)
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+        _check(ok, f"run.{key}", value, "null or an integer >= 1")
+    minutes = r.get("max_minutes")
+    ok = minutes is None or (isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0)
+    _check(ok and (minutes is None or math.isfinite(minutes)), "run.max_minutes", minutes, "null or minutes > 0")
     device = str(r.device)
     _check(device in ("auto", "cpu") or device.split(":")[0] == "cuda", "run.device", device, "auto, cpu or cuda[:N]")
     target = cfg.model.get("_target_", "")
@@ -244,6 +250,7 @@ def build(cfg: DictConfig) -> Experiment:
         "ckpt_interval_minutes": r.ckpt_interval_minutes,
         "ckpt_interval_steps": r.ckpt_interval_steps,
         "noprogressbar": not r.progress,
+        "optimizer_step_limit": r.get("max_steps"),
         "distributed_backend": "nccl" if device.startswith("cuda") else "gloo",
     }
     ddp_init_group(run_opts)
@@ -273,6 +280,7 @@ def build(cfg: DictConfig) -> Experiment:
         "train_logger": FileTrainLogger(out / "train_log.txt"),
         "metric_jobs": r.metric_jobs,
         "output_dir": str(out),
+        "max_minutes": r.get("max_minutes"),
     }
     brain = DereverbBrain(
         modules={"model": model},

@@ -232,6 +232,36 @@ def test_resume_with_another_model_config_is_refused(smoke_run, pairs):
     assert after == before  # nothing of the old run touched
 
 
+def _epochs_logged(out: Path) -> list[int]:
+    return [int(m) for m in re.findall(r"^epoch: (\d+), lr:", (out / "train_log.txt").read_text(), re.M)]
+
+
+def _optimizer_steps(out: Path) -> int:
+    (ckpt,) = _checkpoints(out)
+    return int(yaml.safe_load((ckpt / "brain.ckpt").read_text())["optimizer_step"])
+
+
+def test_max_steps_stops_training_then_tests_and_exports(pairs, tmp_path):
+    out = tmp_path / "out"
+    args = _smoke_args(pairs, tmp_path, out, "run.epochs=3", "run.max_steps=3")  # 4 batches per epoch
+    _ok(_train(tmp_path / "cwd", *args))
+    assert _epochs_logged(out) == [1]
+    assert _optimizer_steps(out) == 3
+    _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))
+
+
+def test_max_minutes_cuts_the_epoch_short_then_validates_tests_and_exports(pairs, tmp_path):
+    out = tmp_path / "out"
+    # a budget of 60 ns is spent before the first batch has been loaded: not one step is taken,
+    # yet the cut epoch is validated and checkpointed, and the test and the export follow
+    args = _smoke_args(pairs, tmp_path, out, "run.epochs=3", "run.max_minutes=1e-9")
+    proc = _ok(_train(tmp_path / "cwd", *args))
+    assert "run.max_minutes=1e-09 reached after 0 optimizer steps" in proc.stdout + proc.stderr
+    assert _epochs_logged(out) == [1]
+    assert _optimizer_steps(out) == 0
+    _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))
+
+
 def test_smoke_run_on_the_demo_data(tmp_path):
     if not PACK_MANIFEST.is_file():
         pytest.skip(f"the speech pack is not installed ({PACK_MANIFEST} does not exist)")
@@ -539,3 +569,29 @@ def test_multirun_gives_one_folder_per_job(pairs, tmp_path):
         assert yaml.safe_load((job / "config.yaml").read_text())["seed"] == int(job.name[-1])
     assert not (tmp_path / "unused").exists()
     assert not list((tmp_path / "cwd").iterdir())
+
+
+def test_max_minutes_decision_is_shared_by_all_ddp_processes(monkeypatch, tmp_path):
+    """Under DDP a process whose own budget is not yet spent stops with the others (no rank waits
+    alone in an all-reduce): the decision is the maximum over the processes."""
+    from dereverb.brain import DereverbBrain
+
+    brain = DereverbBrain(
+        modules={"model": torch.nn.Linear(2, 2)},
+        hparams={"max_minutes": 60.0},
+        run_opts={"device": "cpu", "noprogressbar": True},
+    )
+    brain.on_fit_start()
+    assert brain._optimizer_step_limit_exceeded is False  # alone, one hour left
+    calls = []
+
+    def other_rank_is_out_of_time(flag, op):
+        calls.append(float(flag))
+        flag.fill_(1.0)
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", other_rank_is_out_of_time)
+    assert brain._optimizer_step_limit_exceeded is True
+    assert calls == [0.0]  # this process voted "go on"
+    assert brain._optimizer_step_limit_exceeded is True  # and stays stopped, without asking again
+    assert calls == [0.0]
