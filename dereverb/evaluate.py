@@ -80,11 +80,14 @@ class LoadedModel:
         model: the TCN/DTCN in eval mode.
         sample_rate: the rate it works at.
         source: a one-line description (folder, checkpoint and its ``best_key``).
+        checkpoint: the SpeechBrain checkpoint folder ``save/CKPT+...`` the weights came from, when
+            they came from a training folder's checkpoint; else None.
     """
 
     model: object
     sample_rate: int
     source: str
+    checkpoint: Path | None = None
 
 
 def load_model(spec: str | os.PathLike, device: str = "cpu") -> LoadedModel:
@@ -105,7 +108,7 @@ def load_model(spec: str | os.PathLike, device: str = "cpu") -> LoadedModel:
             model = from_pretrained(path / "model", map_location=device)
             return LoadedModel(model, model.sample_rate, f"training folder {path}, its export model/")
         if (path / "model_config.json").is_file() or (path / "save").is_dir():
-            return _from_training_folder(path, device)
+            return load_best_checkpoint(path, device)
         raise ModelFolderError(
             f"{path} is not a dereverb model: no {CONFIG_FILE} (a model folder) and no model_config.json "
             "(a training folder results/<name>/<seed>)"
@@ -115,13 +118,22 @@ def load_model(spec: str | os.PathLike, device: str = "cpu") -> LoadedModel:
     return LoadedModel(model, model.sample_rate, where)
 
 
-def _from_training_folder(path: Path, device: str) -> LoadedModel:
+def load_best_checkpoint(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
+    """Load the best checkpoint of a training folder ``results/<name>/<seed>``, ignoring its export.
+
+    The best is the ``save/CKPT+*`` with the highest ``best_key`` in its ``CKPT.yaml`` (the newest
+    on a tie); the model is rebuilt from ``model_config.json``.
+
+    Raises:
+        ModelFolderError: no model record, no complete checkpoint, or weights of another model.
+    """
     import torch
     import yaml
 
     from dereverb.models import MODELS
     from dereverb.pretrained import ModelFolderError
 
+    path = Path(path)
     record_path = path / "model_config.json"
     if not record_path.is_file():
         raise ModelFolderError(f"{path}: a training folder needs model_config.json (written when training starts)")
@@ -153,7 +165,8 @@ def _from_training_folder(path: Path, device: str) -> LoadedModel:
         raise ModelFolderError(f"{ckpt / 'model.ckpt'}: cannot load it into {record['class']} ({first})") from None
     model.sample_rate = rate
     model = model.to(device).eval()
-    return LoadedModel(model, rate, f"training folder {path}, checkpoint {ckpt.name} (best_key {best_key:.4g})")
+    source = f"training folder {path}, checkpoint {ckpt.name} (best_key {best_key:.4g})"
+    return LoadedModel(model, rate, source, checkpoint=ckpt)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     python scripts/ship_model.py results/dtcn-8k/1234 --name dtcn-8k
 
-Takes the run's best checkpoint (highest ``best_key``, as ``dereverb-evaluate`` does), calibrates
+Takes the run's best checkpoint (highest ``best_key`` in its ``CKPT.yaml``), calibrates
 its ``output_gain`` on the run's own validation split (:func:`dereverb.inference.calibrate_gain`:
 the median least-squares gain from the raw output to the target, so enhanced files come at the
 level of the direct sound), and writes the model folder with a ``training`` record (run folder,
@@ -21,31 +21,28 @@ import yaml
 
 from dereverb.data.audio import read_audio
 from dereverb.data.errors import DataError
-from dereverb.evaluate import load_model, load_test_set
+from dereverb.evaluate import LoadedModel, load_best_checkpoint, load_test_set
 from dereverb.inference import calibrate_gain
 from dereverb.pretrained import CARD_FILE, PRETRAINED_DIR, ModelFolderError, save_pretrained
 
 
-def _training_record(run: Path, source: str) -> dict:
+def _training_record(run: Path, loaded: LoadedModel) -> dict:
     """What the run folder says about the shipped checkpoint."""
-    ckpt_name = source.split("checkpoint ")[-1].split(" ")[0] if "checkpoint " in source else None
-    record: dict = {"run": str(run), "source": source}
+    ckpt = loaded.checkpoint
+    record: dict = {"run": str(run), "source": loaded.source, "checkpoint": ckpt.name}
     env = run / "environment.json"
     if env.is_file():
         record["environment"] = yaml.safe_load(env.read_text())
-    if ckpt_name:
-        ckpt = run / "save" / ckpt_name
-        meta = yaml.safe_load((ckpt / "CKPT.yaml").read_text()) or {}
-        record["checkpoint"] = ckpt_name
-        record["validation"] = {
-            k: round(float(v), 4) for k, v in meta.items() if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        brain = ckpt / "brain.ckpt"
-        if brain.is_file():
-            record["optimizer_steps"] = int((yaml.safe_load(brain.read_text()) or {}).get("optimizer_step", 0))
-        counter = ckpt / "counter.ckpt"
-        if counter.is_file():
-            record["epoch"] = int(counter.read_text().strip())
+    meta = yaml.safe_load((ckpt / "CKPT.yaml").read_text()) or {}
+    record["validation"] = {
+        k: round(float(v), 4) for k, v in meta.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    brain = ckpt / "brain.ckpt"
+    if brain.is_file():
+        record["optimizer_steps"] = int((yaml.safe_load(brain.read_text()) or {}).get("optimizer_step", 0))
+    counter = ckpt / "counter.ckpt"
+    if counter.is_file():
+        record["epoch"] = int(counter.read_text().strip())
     return record
 
 
@@ -62,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if dest.exists() and not args.overwrite:
             raise DataError(f"{dest} exists (pass --overwrite to replace it)")
-        loaded = load_model(run)
+        if not (run / "config.yaml").is_file():
+            raise DataError(f"{run} is not a training folder results/<name>/<seed>: no config.yaml")
+        loaded = load_best_checkpoint(run)  # the checkpoint itself, whether or not the run exported it
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         from omegaconf import OmegaConf
 
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [(read_audio(u.reverb, loaded.sample_rate), read_audio(u.reference, loaded.sample_rate)) for u in utts]
         gain = calibrate_gain(loaded.model, pairs)
         card = (dest / CARD_FILE).read_text() if (dest / CARD_FILE).is_file() else None
-        record = _training_record(run, loaded.source)
+        record = _training_record(run, loaded)
         record["output_gain_calibration"] = f"median over {len(pairs)} utterances of {valid.source}"
         save_pretrained(loaded.model, dest, loaded.sample_rate, model_card=card, overwrite=args.overwrite,
                         extra={"output_gain": gain, "training": record})  # fmt: skip

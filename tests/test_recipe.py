@@ -262,6 +262,42 @@ def test_max_minutes_cuts_the_epoch_short_then_validates_tests_and_exports(pairs
     _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))
 
 
+def test_ship_model_makes_a_model_folder_from_the_best_checkpoint(smoke_run, tmp_path):
+    _, out, proc = smoke_run
+    _ok(proc)
+    ship = [sys.executable, str(REPO / "scripts" / "ship_model.py"), str(out), "--name", "tiny"]
+    dest = tmp_path / "tiny"
+    shipped = _ok(subprocess.run([*ship, "--out", str(dest)], env=_env(), capture_output=True, text=True, timeout=300))
+    (ckpt,) = _checkpoints(out)
+    config = json.loads((dest / "config.json").read_text())
+    record = config["training"]
+    assert record["checkpoint"] == ckpt.name
+    assert record["epoch"] == 1
+    assert record["optimizer_steps"] == 4  # debug=smoke: 4 batches
+    best_key = yaml.safe_load((ckpt / "CKPT.yaml").read_text())["best_key"]
+    assert record["validation"]["best_key"] == pytest.approx(best_key, abs=1e-4)  # rounded to 4 decimals
+    assert "over 2 utterances" in record["output_gain_calibration"]  # the smoke data's valid split
+    assert np.isfinite(config["output_gain"])
+    assert config["output_gain"] != 0
+    assert f"checkpoint {ckpt.name}" in shipped.stdout
+    model = from_pretrained(dest)
+    best = torch.load(ckpt / "model.ckpt", map_location="cpu", weights_only=True)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, best[name])
+    # an existing folder is not replaced without --overwrite, and its model card survives a replacement
+    (dest / "MODEL_CARD.md").write_text("# tiny\nwritten by hand\n")
+    refused = subprocess.run([*ship, "--out", str(dest)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == f"error: {dest} exists (pass --overwrite to replace it)"
+    _ok(subprocess.run([*ship, "--out", str(dest), "--overwrite"], env=_env(), capture_output=True, text=True))
+    assert (dest / "MODEL_CARD.md").read_text() == "# tiny\nwritten by hand\n"
+    not_a_run = subprocess.run([*ship[:2], str(tmp_path), "--name", "x", "--out", str(tmp_path / "x")],
+                               env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert not_a_run.returncode == 2
+    assert "no config.yaml" in not_a_run.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_smoke_run_on_the_demo_data(tmp_path):
     if not PACK_MANIFEST.is_file():
         pytest.skip(f"the speech pack is not installed ({PACK_MANIFEST} does not exist)")
