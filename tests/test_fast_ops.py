@@ -109,6 +109,7 @@ def test_prelu_fast_path_only_for_one_slope_with_gradients(monkeypatch):
     prelu(x, torch.full((4,), 0.25))  # per-channel slopes: torch.prelu
     with torch.no_grad():
         prelu(x, torch.tensor([0.25]))
+    prelu(x.bfloat16(), torch.tensor([0.25], dtype=torch.bfloat16))  # low precision: torch.prelu
     assert calls == [1]
     torch.testing.assert_close(prelu(x, torch.full((4,), 0.25)), torch.prelu(x, torch.full((4,), 0.25)))
 

@@ -37,6 +37,7 @@ def prelu(input: Tensor, weight: Tensor) -> Tensor:
         and torch.is_grad_enabled()
         and (input.requires_grad or weight.requires_grad)
         and input.dtype == weight.dtype
+        and input.dtype in (torch.float32, torch.float64)  # the slope's gradient is a long dot product
         and not torch.is_autocast_enabled("cpu")
     )
     return _PReLU.apply(input, weight) if fast else torch.prelu(input, weight)
