@@ -49,8 +49,7 @@ def depthwise_conv1d(
         True
     """
     pad_left, pad_right = padding
-    channels, k = input.shape[1], weight.shape[-1]
-    extent = dilation * (k - 1)
+    extent = dilation * (weight.shape[-1] - 1)
     fast = (
         input.device.type == "cpu"
         and dilation > 1
@@ -62,9 +61,14 @@ def depthwise_conv1d(
     )
     if fast:
         return _DepthwiseConv1d.apply(input, weight, bias, pad_left, pad_right, dilation)
+    return _conv(input, weight, bias, pad_left, pad_right, dilation)
+
+
+def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, pad_left: int, pad_right: int, dilation: int) -> Tensor:
+    """The plain depthwise ``F.conv1d`` (padding it takes itself when symmetric)."""
     if pad_left == pad_right:
-        return F.conv1d(input, weight, bias, padding=pad_left, dilation=dilation, groups=channels)
-    return F.conv1d(F.pad(input, (pad_left, pad_right)), weight, bias, dilation=dilation, groups=channels)
+        return F.conv1d(x, weight, bias, padding=pad_left, dilation=dilation, groups=x.shape[1])
+    return F.conv1d(F.pad(x, (pad_left, pad_right)), weight, bias, dilation=dilation, groups=x.shape[1])
 
 
 class _DepthwiseConv1d(torch.autograd.Function):
@@ -73,10 +77,7 @@ class _DepthwiseConv1d(torch.autograd.Function):
         ctx.meta = (pad_left, pad_right, dilation)
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, weight)
-        channels = x.shape[1]
-        if pad_left == pad_right:
-            return F.conv1d(x, weight, bias, padding=pad_left, dilation=dilation, groups=channels)
-        return F.conv1d(F.pad(x, (pad_left, pad_right)), weight, bias, dilation=dilation, groups=channels)
+        return _conv(x, weight, bias, pad_left, pad_right, dilation)
 
     @staticmethod
     @once_differentiable
