@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # torch, SpeechBrain and the data modules are imported where they are used: a bad config or a Hydra
 # error on the command line is reported in about a second, not after seconds of imports
 
-__all__ = ["ConfigError", "Experiment", "TrainingError", "build", "main", "output_folder", "validate"]
+__all__ = ["ConfigError", "Experiment", "TrainingError", "build", "init_from", "main", "output_folder", "validate"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ def validate(cfg: DictConfig) -> None:
         cause = err.__cause__ if isinstance(err.__cause__, ConfigError) else err
         raise ConfigError(str(cause).splitlines()[0]) from None
     _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
+    source = cfg.get("init_from")
+    _check(source is None or (isinstance(source, str) and source != ""), "init_from", source, "null, a model name or a folder")
     o, r = cfg.optim, cfg.run
     _check(isinstance(o.lr, (int, float)) and o.lr > 0, "optim.lr", o.lr, "a positive number")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
@@ -143,6 +145,39 @@ def _build_model(cfg: DictConfig) -> torch.nn.Module:
     except Exception as err:  # the model's own checks name the argument
         cause = err.__cause__ or err
         raise ConfigError(f"model: {str(cause).splitlines()[0]}") from None
+
+
+def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> None:
+    """Load the weights of a shipped model or model folder into ``model`` (a warm start).
+
+    The folder's class, constructor arguments and sample rate must equal the config's; the
+    architecture is checked before any weight is read.
+
+    Raises:
+        ConfigError: one line naming ``init_from`` and what differs.
+    """
+    from dereverb.pretrained import ModelFolderError, from_pretrained, read_config
+
+    try:
+        folder, saved = read_config(name_or_folder)
+    except ModelFolderError as err:
+        raise ConfigError(f"init_from={name_or_folder}: {err}") from None
+    config = model.get_config()
+    ours = (type(model).__name__, config, int(sample_rate))
+    theirs = (saved["class"], saved["config"], saved["sample_rate"])
+    if ours != theirs:
+        keys = sorted(k for k in set(config) | set(saved["config"]) if config.get(k) != saved["config"].get(k))
+        diff = [f"{k}: {saved['config'].get(k)!r} there, {config.get(k)!r} here" for k in keys]
+        if ours[0] != theirs[0]:
+            diff.insert(0, f"class: {theirs[0]} there, {ours[0]} here")
+        if ours[2] != theirs[2]:
+            diff.append(f"sample_rate: {theirs[2]} there, {ours[2]} here")
+        raise ConfigError(f"init_from={name_or_folder}: {folder} holds another model ({'; '.join(diff)})")
+    try:
+        model.load_state_dict(from_pretrained(folder).state_dict())
+    except ModelFolderError as err:
+        raise ConfigError(f"init_from={name_or_folder}: {err}") from None
+    logger.info("weights initialised from %s", folder)
 
 
 def _check_resume_compatible(out: Path, model: torch.nn.Module, sample_rate: int) -> None:
@@ -225,6 +260,8 @@ def build(cfg: DictConfig) -> Experiment:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = _build_model(cfg)  # the model's own checks, before SpeechBrain's imports and the data preparation
+    if cfg.get("init_from"):  # a resumed run's checkpoint replaces these weights when it is recovered
+        init_from(model, str(cfg.init_from), cfg.sample_rate)
 
     import speechbrain as sb
     from speechbrain.nnet.schedulers import ReduceLROnPlateau

@@ -123,6 +123,9 @@ def test_get_config_rebuilds_the_model():
     ({"offset_groups": 3}, "offset_groups must divide H=16"),
     ({"offset_groups": "2"}, "offset_groups must divide H=16"),
     ({"H": "abc"}, "H must be a positive int, got 'abc'"),
+    ({"init": "xavier"}, "init must be 'default' or 'identity'"),
+    ({"init": "identity", "L": 16}, r"needs N >= 2 \* L \(got N=16, L=16\)"),
+    ({"init": "identity", "mask_activation": "sigmoid"}, "mask_activation='relu'"),
 ])  # fmt: skip
 def test_bad_configurations_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -135,7 +138,7 @@ def test_offsets_for_analysis(device, offset_groups, modulation):
     x = torch.randn(2, 1000, device=device)
     out, offsets = model.forward_with_offsets(x)
     torch.testing.assert_close(out, model(x), rtol=0, atol=0)
-    frames = (1000 - 16) // 8 + 1
+    frames = -(-1000 // 8) + 1  # one hop of zero padding before the signal, at least one after
     assert len(offsets) == TINY["X"] * TINY["R"]
     assert all(o.shape == (2, offset_groups * 3, frames) for o in offsets)
     assert TCN(**TINY).forward_with_offsets(x.cpu())[1] == []
@@ -155,3 +158,72 @@ def test_presets_keep_the_receptive_field_in_seconds():
         preset("huge")
     with pytest.raises(ValueError, match="sample_rate must be 8000 or 16000, got 44100"):
         preset("default", 44100)
+
+
+# the shipped recipes' sizes at 8 and 16 kHz (small presets with a 4 ms window, default presets)
+IDENTITY_SIZES = [
+    pytest.param({**TINY, "N": 64, "L": 32}, id="tiny-L32"),
+    pytest.param({**preset("small", 8000), "L": 32, "X": 2, "R": 1}, id="small-8k-L32"),
+    pytest.param({**preset("small", 16000), "L": 64, "X": 2, "R": 1}, id="small-16k-L64"),
+    pytest.param({**preset("default", 8000), "X": 2, "R": 1}, id="default-8k"),
+    pytest.param({**preset("default", 16000), "X": 2, "R": 1}, id="default-16k"),
+]
+
+
+@pytest.mark.parametrize("cls", [TCN, DTCN])
+@pytest.mark.parametrize("size", IDENTITY_SIZES)
+@pytest.mark.parametrize("length", [16000, 4001, 33, 1])
+def test_identity_start_returns_the_input_exactly(device, cls, size, length):
+    torch.manual_seed(0)
+    model = cls(**size, init="identity").to(device)
+    x = torch.randn(3, length, device=device)
+    x[1] *= 1e-3  # quiet rows too: the identity does not depend on the level
+    out = model(x)
+    torch.testing.assert_close(out, x, rtol=0, atol=2e-6 * x.abs().amax(dim=1, keepdim=True).max().item())
+    torch.testing.assert_close(out[1], x[1], rtol=0, atol=2e-9)  # every sample, edges included
+    torch.testing.assert_close(out[:, :5], x[:, :5], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[:, -5:], x[:, -5:], rtol=0, atol=1e-5)
+    assert model.get_config()["init"] == "identity"
+    assert cls(**size).get_config().get("init") is None  # default models keep their old configs
+
+
+def test_identity_start_whatever_the_other_weights(device):
+    """reset_to_identity overrides random blocks, norms and offset predictors."""
+    model = DTCN(**{**TINY, "N": 64, "L": 32}, init="identity")
+    _randomise(model)
+    x = torch.randn(2, 3000)
+    assert (model(x) - x).abs().max() > 0.1
+    model.reset_to_identity()
+    model.to(device)
+    torch.testing.assert_close(model(x.to(device)), x.to(device), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="needs a model built with init='identity'"):
+        DTCN(**TINY).reset_to_identity()
+
+
+@pytest.mark.parametrize("cls", [TCN, DTCN])
+def test_identity_start_trains_every_block(device, cls):
+    """The zero mask convolution blocks the gradient of the first step only: after one update
+    every parameter of every block (and the offset predictors) gets a gradient."""
+    torch.manual_seed(0)
+    model = cls(**{**TINY, "N": 64, "L": 32}, init="identity").to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(2, 2000, device=device)
+    target = x + 0.3 * torch.roll(x, 40, dims=1)
+
+    def step():
+        optimiser.zero_grad()
+        loss = (model(x) - target).pow(2).mean()
+        loss.backward()
+        return loss.item()
+
+    step()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.blocks.parameters())
+    optimiser.step()
+    step()
+    for name, p in model.named_parameters():
+        # an offset predictor's layers before its zero-initialised pointwise conv wait one more step
+        behind_zero_conv = "offset_predictor." in name and "offset_predictor.pointwise." not in name
+        if name.startswith(("blocks.", "bottleneck.", "input_norm.", "mask_conv.")) and not behind_zero_conv:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    if cls is DTCN:
+        assert all(b.depthwise.offset_predictor.pointwise.weight.grad.abs().sum() > 0 for b in model.blocks)

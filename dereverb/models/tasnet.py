@@ -7,6 +7,8 @@ from a *conv factory*, a plain :class:`DepthwiseConv1d` for the TCN and a
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -138,6 +140,10 @@ class TasNet(nn.Module):
         causal: every layer uses only past and present frames (requires ``norm="cLN"``).
         skip_channels: ``Sc``; 0 (default) disables the skip path.
         mask_activation: ``"relu"`` (default) or ``"sigmoid"``.
+        init: ``"default"`` (PyTorch's initialisation) or ``"identity"``: the untrained network
+            returns its input exactly (see :meth:`reset_to_identity`), so training starts from the
+            unprocessed signal's scores instead of climbing back to them. Needs ``N >= 2 * L`` and the
+            ReLU mask, and adds a bias to the mask's 1x1 convolution (initialised to 1).
 
     Shape:
         ``Tensor[B, T] -> Tensor[B, T]`` for any ``T >= 1``.
@@ -161,6 +167,7 @@ class TasNet(nn.Module):
         causal: bool = False,
         skip_channels: int = 0,
         mask_activation: str = "relu",
+        init: str = "default",
     ):
         super().__init__()
         for name, value in (("N", N), ("L", L), ("B", B), ("H", H), ("P", P), ("X", X), ("R", R)):
@@ -176,8 +183,17 @@ class TasNet(nn.Module):
             raise ValueError(f"mask_activation must be 'relu' or 'sigmoid', got {mask_activation!r}")
         if skip_channels < 0:
             raise ValueError(f"skip_channels must be >= 0, got {skip_channels}")
+        if init not in ("default", "identity"):
+            raise ValueError(f"init must be 'default' or 'identity', got {init!r}")
+        if init == "identity" and (N < 2 * L or mask_activation != "relu"):
+            raise ValueError(
+                f"init='identity' needs N >= 2 * L (got N={N}, L={L}) and mask_activation='relu' "
+                f"(got {mask_activation!r})"
+            )
         self._config = {"N": N, "L": L, "B": B, "H": H, "P": P, "X": X, "R": R, "norm": norm, "causal": causal,
                         "skip_channels": skip_channels, "mask_activation": mask_activation}  # fmt: skip
+        if init != "default":  # absent from the configs of models made before the option existed
+            self._config["init"] = init
         self.window, self.stride, self.causal = L, L // 2, causal
         self.encoder = nn.Conv1d(1, N, L, stride=L // 2, bias=False)
         self.decoder = nn.ConvTranspose1d(N, 1, L, stride=L // 2, bias=False)
@@ -189,8 +205,37 @@ class TasNet(nn.Module):
             for x in range(X)
         )
         self.mask_act = PReLU() if skip_channels else nn.Identity()
-        self.mask_conv = nn.Conv1d(skip_channels or B, N, 1, bias=False)
+        self.mask_conv = nn.Conv1d(skip_channels or B, N, 1, bias=init == "identity")
         self.mask_activation = mask_activation
+        if init == "identity":
+            self.reset_to_identity()
+
+    @torch.no_grad()
+    def reset_to_identity(self) -> None:
+        """Make the network compute the identity, whatever its other weights.
+
+        The first ``2 * L`` encoder filters become ``+-w * b_k``: the orthonormal DCT-II basis
+        ``b_k`` of ``R^L`` times the sine window ``w[n] = sin(pi (n + 1/2) / L)``, whose squares sum to
+        one at hop ``L / 2``; the decoder rows of those filters are the same, the other decoder rows
+        zero. Through the encoder's ReLU, ``relu(c) * f - relu(-c) * f = c * f``, so decoding the
+        unmasked features overlap-adds ``w^2 * x`` frame by frame, which is ``x``. The mask's 1x1
+        convolution gets zero weights and a bias of one: the ReLU mask is exactly 1. The blocks keep
+        their (random) weights; the mask convolution's first update opens the path to them.
+        """
+        if self.mask_conv.bias is None or self.mask_activation != "relu":
+            raise ValueError("reset_to_identity needs a model built with init='identity'")
+        L = self.window
+        n = torch.arange(L, dtype=torch.float64) + 0.5
+        k = torch.arange(L, dtype=torch.float64)[:, None]
+        basis = torch.cos(math.pi * n * k / L) * math.sqrt(2.0 / L)
+        basis[0] /= math.sqrt(2.0)
+        filters = (basis * torch.sin(math.pi * n / L)).to(self.encoder.weight.dtype)
+        pair = torch.cat([filters, -filters]).unsqueeze(1)  # [2L, 1, L]
+        self.encoder.weight[: 2 * L] = pair
+        self.decoder.weight.zero_()
+        self.decoder.weight[: 2 * L] = pair
+        self.mask_conv.weight.zero_()
+        self.mask_conv.bias.fill_(1.0)
 
     def _depthwise(self, channels: int, kernel_size: int, dilation: int, causal: bool, norm: str) -> nn.Module:
         """The conv factory: the block's depthwise convolution."""
@@ -206,11 +251,13 @@ class TasNet(nn.Module):
         return receptive_field(cfg["P"], cfg["X"], cfg["R"], cfg["L"], sample_rate)
 
     def _pad(self, wav: Tensor) -> tuple[Tensor, int]:
+        """Zero-pad one hop before the signal and at least one after it, so that every sample lies
+        under two encoder frames (the first and last ones too)."""
         if wav.dim() != 2:
             raise ValueError(f"expected waveforms of shape [B, T], got {list(wav.shape)}")
         length = wav.shape[-1]
-        frames = max(1, -(-(length - self.window) // self.stride) + 1)
-        return F.pad(wav, (0, (frames - 1) * self.stride + self.window - length)), length
+        frames = -(-length // self.stride) + 1
+        return F.pad(wav, (self.stride, (frames - 1) * self.stride + self.window - length - self.stride)), length
 
     def forward_with_offsets(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Return ``(enhanced Tensor[B, T], offsets)``: one ``Tensor[B, G * P, frames]`` per
@@ -228,7 +275,7 @@ class TasNet(nn.Module):
         score = self.mask_conv(self.mask_act(skips if self.blocks[0].skip is not None else h))
         mask = torch.relu(score) if self.mask_activation == "relu" else torch.sigmoid(score)
         out = self.decoder(feats * mask).squeeze(1)
-        return out[..., :length], offsets
+        return out[..., self.stride : self.stride + length], offsets
 
     def forward(self, wav: Tensor) -> Tensor:
         """Dereverberate ``Tensor[B, T]`` waveforms; the output has the input's shape."""
@@ -286,6 +333,7 @@ class DTCN(TasNet):
         causal: bool = False,
         skip_channels: int = 0,
         mask_activation: str = "relu",
+        init: str = "default",
         offset_groups: int = 1,
         modulation: bool = False,
         max_offset: float | None = None,
@@ -293,7 +341,7 @@ class DTCN(TasNet):
         if isinstance(H, int) and (not isinstance(offset_groups, int) or offset_groups < 1 or H % offset_groups):
             raise ValueError(f"offset_groups must divide H={H}, got {offset_groups!r}")
         self._deform_kwargs = {"offset_groups": offset_groups, "modulation": modulation, "max_offset": max_offset}
-        super().__init__(N, L, B, H, P, X, R, norm, causal, skip_channels, mask_activation)
+        super().__init__(N, L, B, H, P, X, R, norm, causal, skip_channels, mask_activation, init)
         self._config.update(self._deform_kwargs)
 
     def _depthwise(self, channels: int, kernel_size: int, dilation: int, causal: bool, norm: str) -> nn.Module:
