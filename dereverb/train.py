@@ -77,7 +77,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(str(cause).splitlines()[0]) from None
     _check(isinstance(cfg.seed, int), "seed", cfg.seed, "an integer")
     source = cfg.get("init_from")
-    _check(source is None or (isinstance(source, str) and source != ""), "init_from", source, "null, a model name or a folder")
+    ok = source is None or (isinstance(source, str) and source != "")
+    _check(ok, "init_from", source, "null, a model name or a folder")
     o, r = cfg.optim, cfg.run
     _check(isinstance(o.lr, (int, float)) and o.lr > 0, "optim.lr", o.lr, "a positive number")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")

@@ -224,6 +224,7 @@ def test_identity_start_trains_every_block(device, cls):
         # an offset predictor's layers before its zero-initialised pointwise conv wait one more step
         behind_zero_conv = "offset_predictor." in name and "offset_predictor.pointwise." not in name
         if name.startswith(("blocks.", "bottleneck.", "input_norm.", "mask_conv.")) and not behind_zero_conv:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
+            assert p.grad is not None, name
+            assert p.grad.abs().sum() > 0, name
     if cls is DTCN:
         assert all(b.depthwise.offset_predictor.pointwise.weight.grad.abs().sum() > 0 for b in model.blocks)
