@@ -599,7 +599,8 @@ def test_prepare_stays_callable_after_the_cli_module_is_imported(tmp_path):
 
 
 def test_demo_short_utterances_fill_the_segment(tmp_path):
-    cfg = _demo_cfg(tmp_path, segment_s=2.0, train_rirs=1, eval_rirs=1)  # the pack's utterances: 0.6-0.8 s
+    # the pack's utterances: 0.6-0.8 s; the direct target is silent exactly outside the utterance
+    cfg = _demo_cfg(tmp_path, segment_s=2.0, train_rirs=1, eval_rirs=1, target="direct")
     train = build_datasets(cfg, RATE, progress=False)["train"]
     torch.manual_seed(0)
     for i in range(len(train)):

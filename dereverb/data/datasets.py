@@ -64,7 +64,7 @@ MISSING = "???"
 
 _COMMON = {"kind": MISSING, "save_folder": MISSING, "segment_s": 4.0, "on_bad_file": "error"}
 _MIXING = {
-    "target": "direct",
+    "target": "early",
     "rooms": {},
     "train_rirs": 400,
     "eval_rirs": 50,

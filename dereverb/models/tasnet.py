@@ -315,7 +315,7 @@ class DTCN(TasNet):
         >>> model = DTCN(N=32, B=16, H=32, X=2, R=1)
         >>> out, offsets = model.forward_with_offsets(torch.randn(1, 800))
         >>> out.shape, len(offsets), offsets[0].shape
-        (torch.Size([1, 800]), 2, torch.Size([1, 3, 99]))
+        (torch.Size([1, 800]), 2, torch.Size([1, 3, 101]))
     """
 
     deformable = True
