@@ -124,8 +124,8 @@ def test_get_config_rebuilds_the_model():
     ({"offset_groups": "2"}, "offset_groups must divide H=16"),
     ({"H": "abc"}, "H must be a positive int, got 'abc'"),
     ({"init": "xavier"}, "init must be 'default' or 'identity'"),
-    ({"init": "identity", "L": 16}, r"needs N >= 2 \* L \(got N=16, L=16\)"),
-    ({"init": "identity", "mask_activation": "sigmoid"}, "mask_activation='relu'"),
+    ({"init": "identity", "L": 16}, r"needs N >= 2 \* L encoder filters \(got N=16, L=16\)"),
+    ({"init": "identity", "N": 64, "mask_activation": "sigmoid"}, r"needs mask_activation='relu' \(got 'sigmoid'\)"),
 ])  # fmt: skip
 def test_bad_configurations_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -185,11 +185,10 @@ class TasNet(nn.Module):
             raise ValueError(f"skip_channels must be >= 0, got {skip_channels}")
         if init not in ("default", "identity"):
             raise ValueError(f"init must be 'default' or 'identity', got {init!r}")
-        if init == "identity" and (N < 2 * L or mask_activation != "relu"):
-            raise ValueError(
-                f"init='identity' needs N >= 2 * L (got N={N}, L={L}) and mask_activation='relu' "
-                f"(got {mask_activation!r})"
-            )
+        if init == "identity" and N < 2 * L:
+            raise ValueError(f"init='identity' needs N >= 2 * L encoder filters (got N={N}, L={L})")
+        if init == "identity" and mask_activation != "relu":
+            raise ValueError(f"init='identity' needs mask_activation='relu' (got {mask_activation!r})")
         self._config = {"N": N, "L": L, "B": B, "H": H, "P": P, "X": X, "R": R, "norm": norm, "causal": causal,
                         "skip_channels": skip_channels, "mask_activation": mask_activation}  # fmt: skip
         if init != "default":  # absent from the configs of models made before the option existed
