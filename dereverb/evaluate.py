@@ -175,12 +175,14 @@ def load_best_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded
 
 @dataclass
 class Utterance:
-    """One test item: the reverberant input, the reference and the manifest's numeric columns."""
+    """One test item: the reverberant input, the reference (and a second one when the test set is
+    scored against two) and the manifest's numeric columns."""
 
     id: str
     reverb: Path
     reference: Path
     meta: dict = field(default_factory=dict)
+    second_reference: Path | None = None
 
 
 @dataclass
@@ -192,25 +194,33 @@ class TestSet:
     utterances: list[Utterance]
     source: str
     reference: str
+    second_reference: str | None = None  # "early" when scored against both the clean and early references
+
+    @property
+    def references(self) -> list[str]:
+        return [self.reference] + ([self.second_reference] if self.second_reference else [])
 
 
-def load_test_set(
-    spec: str | os.PathLike | Sequence[str], reference: str = "clean", sample_rate: int = 8000
-) -> TestSet:
+REFERENCES = ("auto", "both", "clean", "early")
+
+
+def load_test_set(spec: str | os.PathLike | Sequence[str], reference: str = "auto", sample_rate: int = 8000) -> TestSet:
     """Find the utterances of a test set (paired folder, manifest CSV, or dataset config overrides).
 
     Args:
         spec: a folder with ``reverb/`` and ``clean/`` (optional ``early/``), a prepared manifest
             ``*.csv``, or Hydra overrides of ``conf/prepare.yaml`` such as ``["data=demo"]``.
-        reference: ``clean`` or ``early``.
+        reference: ``clean`` (the direct path for simulated data), ``early`` (direct path + 50 ms),
+            ``both`` (metrics against ``clean``, and against ``early`` in ``early_*`` columns), or
+            ``auto`` (``both`` where the test set has early references, else ``clean``).
         sample_rate: the rate a dataset config is prepared at unless the overrides set
             ``sample_rate=`` (the model's rate is a good choice).
 
     Raises:
         DataError: missing pairs (the first few named), a missing folder, column or early reference.
     """
-    if reference not in ("clean", "early"):
-        raise DataError(f"--reference {reference}: expected clean or early")
+    if reference not in REFERENCES:
+        raise DataError(f"--reference {reference}: expected one of {', '.join(REFERENCES)}")
     items = [str(spec)] if isinstance(spec, str | os.PathLike) else [str(s) for s in spec]
     if not items:
         raise DataError("--data: give a folder, a manifest CSV or a dataset config such as data=demo")
@@ -240,23 +250,37 @@ def _audio_files(folder: Path) -> dict[str, Path]:
     }
 
 
+def _roles(reference: str, has_early: bool) -> list[str]:
+    """The reference roles to score: the primary one first."""
+    if reference == "auto":
+        return ["clean", "early"] if has_early else ["clean"]
+    return ["clean", "early"] if reference == "both" else [reference]
+
+
 def _from_folder(root: Path, reference: str) -> TestSet:
-    for role in ("reverb", reference):
+    roles = _roles(reference, (root / "early").is_dir())
+    for role in ("reverb", *roles):
         if not (root / role).is_dir():
-            hint = " (--reference early needs one)" if role == "early" else ""
+            hint = f" (--reference {reference} needs one)" if role == "early" else ""
             raise DataError(f"{root}: no {role}/ folder{hint}; a paired test folder holds reverb/ and clean/")
-    inputs, refs = _audio_files(root / "reverb"), _audio_files(root / reference)
+    inputs = _audio_files(root / "reverb")
     if not inputs:
         raise DataError(f"{root / 'reverb'}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-    unpaired = [f"reverb/{n}" for n in sorted(set(inputs) - set(refs))]
-    unpaired += [f"{reference}/{n}" for n in sorted(set(refs) - set(inputs))]
-    if unpaired:
-        raise DataError(
-            f"{root}: {len(unpaired)} files without a partner of the same name in reverb/ and {reference}/ "
-            f"(first: {', '.join(unpaired[:5])})"
-        )
-    utts = [Utterance(Path(name).stem, inputs[name], refs[name]) for name in sorted(inputs)]
-    return TestSet(utts, f"paired folder {root}", reference)
+    refs = {role: _audio_files(root / role) for role in roles}
+    for role, files in refs.items():
+        unpaired = [f"reverb/{n}" for n in sorted(set(inputs) - set(files))]
+        unpaired += [f"{role}/{n}" for n in sorted(set(files) - set(inputs))]
+        if unpaired:
+            raise DataError(
+                f"{root}: {len(unpaired)} files without a partner of the same name in reverb/ and {role}/ "
+                f"(first: {', '.join(unpaired[:5])})"
+            )
+    second = roles[1] if len(roles) > 1 else None
+    utts = [
+        Utterance(Path(n).stem, inputs[n], refs[roles[0]][n], second_reference=second and refs[second][n])
+        for n in sorted(inputs)
+    ]
+    return TestSet(utts, f"paired folder {root}", roles[0], second)
 
 
 def _from_manifest(path: Path, reference: str) -> TestSet:
@@ -275,15 +299,18 @@ def _from_manifest(path: Path, reference: str) -> TestSet:
     if not rows:
         raise DataError(f"{path}: the manifest has no rows")
     first = next(iter(rows.values()))
-    for column in ("reverb", reference):
+    roles = _roles(reference, "early" in first)
+    for column in ("reverb", *roles):
         if column not in first:
             hint = " (a training manifest holds clean speech only: use the test manifest)" if column == "reverb" else ""
             raise DataError(f"{path}: no {column!r} column{hint}")
+    second = roles[1] if len(roles) > 1 else None
     utts = []
     for uid, row in rows.items():
         numeric = {k: row[k] for k in NUMERIC_COLUMNS if k in row and k != "duration_s"}
-        utts.append(Utterance(uid, Path(row["reverb"]), Path(row[reference]), numeric))
-    return TestSet(utts, f"manifest {path}", reference)
+        extra = Path(row[second]) if second else None
+        utts.append(Utterance(uid, Path(row["reverb"]), Path(row[roles[0]]), numeric, extra))
+    return TestSet(utts, f"manifest {path}", roles[0], second)
 
 
 def _from_config(overrides: list[str], reference: str, sample_rate: int) -> TestSet:
@@ -391,7 +418,7 @@ def _check_files(test: TestSet) -> tuple[int, int]:
 
     rates: dict[int, int] = {}
     for utt in test.utterances:
-        for path in (utt.reverb, utt.reference):
+        for path in (utt.reverb, utt.reference, *([utt.second_reference] if utt.second_reference else [])):
             info = audio_info(path)
             if info.channels != 1:
                 raise DataError(f"{path}: {info.channels} channels; only mono audio is supported")
@@ -415,7 +442,7 @@ def evaluate(
     data: str | os.PathLike | Sequence[str] | TestSet,
     out: str | os.PathLike,
     *,
-    reference: str = "clean",
+    reference: str = "auto",
     baselines: Sequence[str] = (),
     batch_size: int = 2,
     pad_tolerance: float = 0.0,
@@ -438,7 +465,8 @@ def evaluate(
         model: see :func:`load_model` (or an already loaded model).
         data: see :func:`load_test_set` (or a loaded test set).
         out: the results folder; must not exist unless ``overwrite``.
-        reference: ``clean`` or ``early``.
+        reference: see :func:`load_test_set`; with two references the second one's metrics are
+            the ``early_*`` columns (``early_si_sdr``, ``input_early_si_sdr``, ``delta_early_si_sdr``, ...).
         baselines: names from :data:`dereverb.baselines.BASELINES` (``"wpe"``).
         batch_size: utterances per model call.
         pad_tolerance: the padding an utterance may get to share a batch, as a fraction of its
@@ -492,7 +520,9 @@ def evaluate(
     ref_rate, other_rates = _check_files(TestSet(utterances, test.source, test.reference))
     rate = _metric_rate(ref_rate)
     model_rate = loaded.sample_rate
-    names = metric_names(rate)
+    base_names = metric_names(rate)
+    second = test.second_reference
+    names = [*base_names, *([f"{second}_{n}" for n in base_names] if second else [])]
     notes = []
     if rate != ref_rate or other_rates:
         notes.append(f"references resampled to {rate} Hz for the metrics (PESQ is defined at 8 and 16 kHz only)")
@@ -508,6 +538,8 @@ def evaluate(
             f"{model_rate // 2000} kHz), compared with a full-band input"
         )
         notes.append(flags["pesq_wb"])
+        if second:
+            flags[f"{second}_pesq_wb"] = flags["pesq_wb"]
     wpe_settings = WpeSettings()
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -533,6 +565,7 @@ def evaluate(
             model_in = [read_audio(u.reverb, model_rate, resample=True) for u in part]
             inputs = [read_audio(u.reverb, rate, resample=True) for u in part]
             refs = [read_audio(u.reference, rate, resample=True) for u in part]
+            refs2 = [read_audio(u.second_reference, rate, resample=True) for u in part] if second else []
             timing["read_s"] += time.perf_counter() - t0
             bar.set_postfix_str("enhance")
             t0 = time.perf_counter()
@@ -548,9 +581,10 @@ def evaluate(
                     per_utt["baselines"].append(time.perf_counter() - t1)
                     timing["baselines_s"] += per_utt["baselines"][-1]
             # the length policy: crop every signal of an utterance to the shortest
-            part_rows, ref_list, est_list = [], [], []
+            part_rows, ref_list, est_list, ref2_list = [], [], [], []
             for i, utt in enumerate(part):
-                lengths = [len(refs[i])] + [len(estimates[s][i]) for s in signals]
+                lengths = [len(refs[i]), *(len(r[i]) for r in [refs2] if second)]
+                lengths += [len(estimates[s][i]) for s in signals]
                 n, diff = min(lengths), max(lengths) - min(lengths)
                 if diff > LENGTH_WARNING * len(refs[i]):
                     length_warnings += 1
@@ -562,7 +596,11 @@ def evaluate(
                 for s in signals:
                     ref_list.append(refs[i][:n])
                     est_list.append(estimates[s][i][:n])
-            return {"part": part, "rows": part_rows, "refs": ref_list, "ests": est_list,
+                    if second:
+                        ref2_list.append(refs2[i][:n])
+            # scored together (one parallel call): against the reference, then against the second one
+            return {"part": part, "rows": part_rows, "refs": ref_list + ref2_list,
+                    "ests": est_list + (est_list if second else []),
                     "estimates": estimates, "reference": refs, "model_in": model_in}  # fmt: skip
 
         def score(scorer, ctx: dict) -> tuple[list, float]:
@@ -574,12 +612,17 @@ def evaluate(
             timing["metrics_s"] += elapsed
             part, estimates = ctx["part"], ctx["estimates"]
             per_utt["metrics"].extend([elapsed / len(part)] * len(part))
+            n_first = len(part) * len(signals)
             for i, row in enumerate(ctx["rows"]):
                 failures, values = [], {}
                 for j, s in enumerate(signals):
                     sc = scores[i * len(signals) + j]
-                    values[s] = sc.values
+                    values[s] = dict(sc.values)
                     failures += [f"{s}.{k}: {why}" for k, why in sc.failures.items()]
+                    if second:
+                        sc2 = scores[n_first + i * len(signals) + j]
+                        values[s].update(sc2.row(f"{second}_"))
+                        failures += [f"{s}.{second}_{k}: {why}" for k, why in sc2.failures.items()]
                 # columns grouped: output, input_, delta_, then each baseline's and its delta
                 row.update(values["output"])
                 row.update({f"input_{k}": v for k, v in values["input"].items()})
@@ -621,6 +664,7 @@ def evaluate(
                 "model_rate": model_rate,
                 "data": test.source,
                 "reference": test.reference,
+                "second_reference": second,
                 "reference_rate": ref_rate,
                 "metric_rate": rate,
                 "notes": notes,
@@ -704,7 +748,13 @@ def _parser() -> argparse.ArgumentParser:
         "data.root=DIR [sample_rate=16000]",
     )
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--reference", choices=("clean", "early"), default="clean", help="the reference (default clean)")
+    p.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default="auto",
+        help="clean (the direct path for simulated data), early (direct path + 50 ms), both (early_* columns "
+        "against early), or auto (default: both where the test set has early references, else clean)",
+    )
     p.add_argument("--baselines", nargs="*", default=[], metavar="NAME", help="classical baselines to score: wpe")
     p.add_argument("--batch-size", type=int, default=2, help="utterances per model call (default 2)")
     p.add_argument(

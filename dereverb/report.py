@@ -208,7 +208,9 @@ def _markdown(summary: dict) -> str:
     lines = [f"# Evaluation of {summary['model']}", ""]
     lines += [
         f"- Data: {summary['data']}",
-        f"- Reference: {summary['reference']} ({summary['reference_rate']} Hz); "
+        f"- Reference: {summary['reference']} ({summary['reference_rate']} Hz)"
+        + (f", and {second} in the {second}_* rows" if (second := summary.get("second_reference")) else "")
+        + "; "
         f"metrics at {summary['metric_rate']} Hz; model ({summary['model_class']}) at {summary['model_rate']} Hz",
         f"- Utterances: {summary['n_utterances']}; with at least one failed (missing) metric: "
         f"{summary['utterances_with_failures']}",
@@ -349,7 +351,9 @@ def write_report(folder: Path, summary: dict, figures: dict, kept: list[dict], r
         "th{background:#eee}img{max-width:100%}audio{width:240px}.note{color:#734}</style></head><body>",
         f"<h1>Evaluation of {esc(summary['model'])}</h1><ul>",
         f"<li>Data: {esc(summary['data'])}</li>",
-        f"<li>Reference: {esc(summary['reference'])} ({summary['reference_rate']} Hz); metrics at "
+        f"<li>Reference: {esc(summary['reference'])} ({summary['reference_rate']} Hz)"
+        + (f", and {esc(second)} in the {esc(second)}_* rows" if (second := summary.get("second_reference")) else "")
+        + "; metrics at "
         f"{summary['metric_rate']} Hz; model ({esc(summary['model_class'])}) at {summary['model_rate']} Hz</li>",
         f"<li>Utterances: {summary['n_utterances']}; with at least one failed (missing) metric: "
         f"{summary['utterances_with_failures']}</li>",

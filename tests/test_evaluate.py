@@ -104,6 +104,49 @@ def test_cli_on_a_paired_folder(pairs8k, tiny_model, tmp_path, capsys):
     assert not list(tmp_path.glob(".eval*"))  # no temporary folder left
 
 
+def test_both_references_in_one_run(pairs8k, tiny_model, tmp_path):
+    """With early references present, the default scores against the clean (direct-path) reference
+    and the early one: the early_* columns equal a run against early alone, the others a run
+    against clean alone; the summary and its table show both."""
+    both = evaluate(tiny_model, pairs8k, tmp_path / "both", baselines=["wpe"], jobs=1, progress=False)
+    clean = evaluate(tiny_model, pairs8k, tmp_path / "clean", reference="clean", baselines=["wpe"], jobs=1,
+                     progress=False)  # fmt: skip
+    early = evaluate(tiny_model, pairs8k, tmp_path / "early", reference="early", baselines=["wpe"], jobs=1,
+                     progress=False)  # fmt: skip
+    assert both.summary["reference"] == "clean"
+    assert both.summary["second_reference"] == "early"
+    assert clean.summary["second_reference"] is None
+    assert both.summary["metrics"] == [
+        "pesq_nb", "stoi", "estoi", "si_sdr", "early_pesq_nb", "early_stoi", "early_estoi", "early_si_sdr"
+    ]  # fmt: skip
+    for b, c, e in zip(both.rows, clean.rows, early.rows, strict=True):
+        assert not any(k.startswith("early_") or "_early_" in k for k in c)
+        for name in ("pesq_nb", "stoi", "estoi", "si_sdr"):
+            for prefix in ("", "input_", "delta_", "wpe_", "wpe_delta_"):
+                assert b[f"{prefix}{name}"] == pytest.approx(c[f"{prefix}{name}"], abs=1e-4), (prefix, name)
+                assert b[f"{prefix}early_{name}"] == pytest.approx(e[f"{prefix}{name}"], abs=1e-4), (prefix, name)
+        # the references differ, so do the scores: the early reference keeps the first reflections
+        assert b["input_early_si_sdr"] > b["input_si_sdr"]
+    table = (tmp_path / "both" / "summary.md").read_text()
+    assert "| early_si_sdr |" in table
+    assert "| si_sdr |" in table
+    assert "and early in the early_* rows" in table
+    header = (tmp_path / "both" / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"early_si_sdr", "input_early_si_sdr", "delta_early_si_sdr", "wpe_delta_early_si_sdr"} <= set(header)
+
+
+def test_auto_reference_without_early_files_is_clean_only(tiny_model, tmp_path, rir_bank):
+    _write_pairs(tmp_path / "data", _speech(1, 8000), [rir_bank[0]], early=False)
+    result = evaluate(tiny_model, tmp_path / "data", tmp_path / "eval", jobs=1, progress=False)
+    assert result.summary["reference"] == "clean"
+    assert result.summary["second_reference"] is None
+    assert "early_si_sdr" not in result.rows[0]
+    rc = main(["--model", str(tiny_model), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "e2"),
+               "--reference", "both", "--quiet"])  # fmt: skip
+    assert rc == 2
+    assert not (tmp_path / "e2").exists()
+
+
 def test_dataset_config_evaluates_its_prepared_test_split(pairs8k, tiny_model, tmp_path):
     data = ["data=folder", f"data.root={pairs8k}", f"data.save_folder={tmp_path / 'prepared'}"]
     result = evaluate(tiny_model, data, tmp_path / "eval", jobs=1, progress=False)
