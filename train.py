@@ -10,6 +10,8 @@ never changes. See README.md.
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -74,6 +76,7 @@ def run() -> None:
             logging.getLogger("dereverb").error("%s", err)
             sys.exit(f"train.py: error: {err}")
 
+    os.environ["DEREVERB_COMMAND"] = shlex.join(["python", *sys.argv])  # recorded in the run's environment.json
     sys.argv = [sys.argv[0], *args]
     _main()
 

@@ -80,6 +80,7 @@ def _trim(batch_tensor: tuple[torch.Tensor, torch.Tensor], i: int) -> np.ndarray
     return data[i, :n].detach().to("cpu", torch.float64).numpy()
 
 
+@sb.utils.checkpoints.register_checkpoint_hooks  # the overridden _save/_recover below
 class DereverbBrain(sb.Brain):
     """Trains a TCN/DTCN (``self.modules.model``) to map ``batch.reverb`` to ``batch.target``.
 
@@ -91,8 +92,28 @@ class DereverbBrain(sb.Brain):
     """
 
     def on_fit_start(self):
+        self._seconds_before = 0.0  # training wall time of earlier calls, restored from the checkpoint
         super().on_fit_start()
         self._fit_started, self._time_up = time.monotonic(), False
+
+    def train_seconds(self) -> float:
+        """Wall-clock seconds spent in ``fit`` (validation included), summed over every resumed call."""
+        started = getattr(self, "_fit_started", None)
+        return getattr(self, "_seconds_before", 0.0) + (time.monotonic() - started if started is not None else 0.0)
+
+    @sb.utils.checkpoints.mark_as_saver
+    def _save(self, path):
+        super()._save(path)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"train_seconds: {self.train_seconds():.3f}\n")
+
+    @sb.utils.checkpoints.mark_as_loader
+    def _recover(self, path, end_of_epoch):
+        super()._recover(path, end_of_epoch)
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            self._seconds_before = float((yaml.safe_load(f) or {}).get("train_seconds", 0.0))
 
     @property
     def _optimizer_step_limit_exceeded(self):

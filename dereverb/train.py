@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -214,6 +215,8 @@ def _environment() -> dict:
         "cuda": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),
         "argv": sys.argv,
+        # the command as typed (train.py hands Hydra its arguments without the config file)
+        "command": os.environ.get("DEREVERB_COMMAND", shlex.join(["python", *sys.argv])),
     }
 
 

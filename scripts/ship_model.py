@@ -1,19 +1,26 @@
-"""Turn a finished training run into a shipped model folder: ``dereverb/checkpoints/<name>/``.
+"""Turn a training run into a model folder with its model card (a candidate or a shipped model).
 
-    python scripts/ship_model.py results/dtcn-8k/1234 --name dtcn-8k
+    python scripts/ship_model.py results/dtcn-8k/1234 --name dtcn-8k --out recipes/demo/candidates/dtcn-8k --evaluate
+    python scripts/ship_model.py results/dtcn-8k/1234 --name dtcn-8k --evaluate   # into dereverb/checkpoints/
 
-Takes the run's best checkpoint (highest ``best_key`` in its ``CKPT.yaml``), calibrates
-its ``output_gain`` on the run's own validation split (:func:`dereverb.inference.calibrate_gain`:
-the median least-squares gain from the raw output to the target, so enhanced files come at the
-level of the direct sound), and writes the model folder with a ``training`` record (run folder,
-checkpoint, epoch and optimizer steps, its validation scores, the command line). An existing
-``MODEL_CARD.md`` of the destination is kept; otherwise a stub is written, to be completed with
-the evaluation's table (see the README, "Shipped models").
+Takes the run's best checkpoint (highest ``best_key`` in its ``CKPT.yaml``), calibrates its
+``output_gain`` on the run's own validation split against the run's training target
+(:func:`dereverb.inference.calibrate_gain`: the median least-squares gain from the raw output to the
+target), and writes the model folder with a ``training`` record: this run (checkpoint, epoch, optimizer
+steps, training hours, hardware, command, validation scores) after the records of the stages it
+continued from (``init_from=``), and the totals over all stages.
+
+``--evaluate`` then scores the folder on a test set (default: the demo test set at the model's rate)
+with ``dereverb.evaluate`` beside the unprocessed input and WPE, against the early and the direct-path
+references, and writes ``MODEL_CARD.md`` from the record and that evaluation: every figure in the card
+comes from these two commands. Without ``--evaluate`` an existing card is kept (or a stub written).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,38 +28,211 @@ import yaml
 
 from dereverb.data.audio import read_audio
 from dereverb.data.errors import DataError
-from dereverb.evaluate import LoadedModel, load_best_checkpoint, load_test_set
+from dereverb.evaluate import EvaluationError, LoadedModel, evaluate, load_best_checkpoint, load_test_set
 from dereverb.inference import calibrate_gain
-from dereverb.pretrained import CARD_FILE, PRETRAINED_DIR, ModelFolderError, save_pretrained
+from dereverb.pretrained import CARD_FILE, PRETRAINED_DIR, ModelFolderError, read_config, save_pretrained
+
+REPO = Path(__file__).resolve().parent.parent
+METRICS = ("pesq", "stoi", "estoi", "si_sdr")
+BAR = {"si_sdr": 2.0, "pesq": 0.25}  # least gain over the input against the early reference
 
 
-def _training_record(run: Path, loaded: LoadedModel) -> dict:
-    """What the run folder says about the shipped checkpoint."""
+def _stage_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
+    """What the run folder says about its best checkpoint: one training stage."""
     ckpt = loaded.checkpoint
-    record: dict = {"run": str(run), "source": loaded.source, "checkpoint": ckpt.name}
+    record: dict = {"run": str(run), "checkpoint": ckpt.name, "init_from": cfg.get("init_from")}
     env = run / "environment.json"
     if env.is_file():
-        record["environment"] = yaml.safe_load(env.read_text())
+        environment = json.loads(env.read_text())
+        argv = environment.pop("argv", [])
+        record["command"] = environment.pop("command", None) or shlex.join(["python", *argv])
+        record["environment"] = environment
     meta = yaml.safe_load((ckpt / "CKPT.yaml").read_text()) or {}
     record["validation"] = {
         k: round(float(v), 4) for k, v in meta.items() if isinstance(v, int | float) and not isinstance(v, bool)
     }
-    brain = ckpt / "brain.ckpt"
-    if brain.is_file():
-        record["optimizer_steps"] = int((yaml.safe_load(brain.read_text()) or {}).get("optimizer_step", 0))
+    brain = yaml.safe_load((ckpt / "brain.ckpt").read_text()) if (ckpt / "brain.ckpt").is_file() else {}
+    record["optimizer_steps"] = int((brain or {}).get("optimizer_step", 0))
+    if (brain or {}).get("train_seconds") is not None:
+        record["train_seconds"] = round(float(brain["train_seconds"]), 1)
+    else:  # a checkpoint written before the training clock existed: the run's first start to this checkpoint
+        start = min(p.stat().st_mtime for p in (run / "model_config.json", run / "config.yaml") if p.is_file())
+        record["train_seconds"] = round(float(meta.get("unixtime", start)) - start, 1)
+        record["train_seconds_source"] = "file times (model_config.json to the checkpoint)"
     counter = ckpt / "counter.ckpt"
     if counter.is_file():
         record["epoch"] = int(counter.read_text().strip())
+    data = cfg.get("data", {})
+    record["data"] = {k: v for k, v in data.items() if k not in ("save_folder", "pack_dir", "root")}
     return record
+
+
+def training_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
+    """This stage after the stages of the model it started from, with totals."""
+    stages = []
+    if cfg.get("init_from"):
+        try:
+            _, previous = read_config(cfg["init_from"])
+        except ModelFolderError as err:
+            raise DataError(f"{run}: its init_from model is needed for the training record: {err}") from None
+        stages = list(previous.get("training", {}).get("stages", []))
+    stages.append(_stage_record(run, loaded, cfg))
+    return {
+        "stages": stages,
+        "total_optimizer_steps": sum(s["optimizer_steps"] for s in stages),
+        "total_train_hours": round(sum(s.get("train_seconds", 0.0) for s in stages) / 3600, 3),
+    }
+
+
+def bar_check(summary: dict) -> list[tuple[str, bool]]:
+    """The shipping bar on an evaluation summary with both references: ``(condition, met)`` pairs."""
+    cols, checks = summary["columns"], []
+    pesq = next(n for n in summary["metrics"] if n.startswith("pesq")) if summary["metrics"] else "pesq_nb"
+    names = {m: pesq if m == "pesq" else m for m in METRICS}
+    for m, n in names.items():
+        model, inp = cols[f"early_{n}"]["mean"], cols[f"input_early_{n}"]["mean"]
+        wpe = cols.get(f"wpe_early_{n}", {}).get("mean")
+        least = BAR.get(m, 0.0)
+        checks.append((f"early {n}: model {model:.3f} > input {inp:.3f} + {least:g}", model > inp + least))
+        if wpe is not None:
+            checks.append((f"early {n}: model {model:.3f} > WPE {wpe:.3f}", model > wpe))
+    for n in names.values():
+        model, inp = cols[n]["mean"], cols[f"input_{n}"]["mean"]
+        checks.append((f"direct {n}: model {model:.3f} > input {inp:.3f}", model > inp))
+    return checks
+
+
+def _fmt(stats: dict, digits: int) -> str:
+    return f"{stats['mean']:.{digits}f}" if stats["mean"] is not None else "missing"
+
+
+def results_table(summary: dict) -> list[str]:
+    """Markdown rows: each metric against both references, input, model and WPE with the deltas."""
+    cols = summary["columns"]
+    has_wpe = "wpe" in summary["signals"]
+    head = "| reference | metric | input | model | Δ model - input [95 % CI] |"
+    head += " WPE | Δ WPE - input |" if has_wpe else ""
+    lines = [head, "|---|---|--:|--:|--:|" + ("--:|--:|" if has_wpe else "")]
+    for ref, prefix in (("early (direct + 50 ms)", "early_"), ("direct path", "")):
+        for n in summary["metrics"]:
+            if n.startswith("early_") or (prefix and f"{prefix}{n}" not in cols):
+                continue
+            c, d = f"{prefix}{n}", 2 if n.startswith(("pesq", "si_sdr")) else 3
+            delta = cols[f"delta_{c}"]
+            lo, hi = delta["ci95"]
+            row = f"| {ref} | {n} | {_fmt(cols[f'input_{c}'], d)} | {_fmt(cols[c], d)} | "
+            row += f"{delta['mean']:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}] |"
+            if has_wpe:
+                row += f" {_fmt(cols[f'wpe_{c}'], d)} | {cols[f'wpe_delta_{c}']['mean']:+.{d}f} |"
+            lines.append(row)
+    return lines
+
+
+def _data_text(data: dict) -> str:
+    kind = data.get("kind")
+    text = ""
+    if kind == "demo":
+        text = (
+            "(the speech pack shipped in `dereverb/assets/speech`: real voices of the Asterisk prompts in English, "
+            "Spanish and French plus two synthetic flite voices; see its ATTRIBUTION.md) "
+        )
+    if kind in ("demo", "simulate"):
+        rooms = data.get("rooms") or "the defaults of dereverb.data.rooms.RoomConfig"
+        text += f"reverberated on the fly by {data.get('train_rirs')} simulated rooms (settings: {rooms})"
+    return text + f", {data.get('segment_s', '?')} s training segments"
+
+
+def model_card(name: str, config: dict, summary: dict, commands: dict[str, str]) -> str:
+    """``MODEL_CARD.md`` from a model folder's ``config.json`` and its evaluation summary."""
+    from dereverb.pretrained import MODELS
+
+    training, rate = config["training"], config["sample_rate"]
+    model = MODELS[config["class"]](**config["config"])
+    n_params = sum(p.numel() for p in model.parameters())
+    _, samples, seconds = model.receptive_field(rate)
+    arch = ", ".join(f"{k}={v!r}" for k, v in config["config"].items())
+    data = training["stages"][-1].get("data", {})
+    target = data.get("target", "early")
+    checks = bar_check(summary)
+    met = all(ok for _, ok in checks)
+    lines = [
+        f"# {name}",
+        "",
+        f"{config['class']} that removes reverberation from {rate // 1000} kHz single-channel speech, trained to keep "
+        + (
+            "the direct path and the first 50 ms of the room response (the `early` target)."
+            if target == "early"
+            else "the direct path only (the `direct` target)."
+        ),
+        "",
+        "**Shipping bar** (against the early reference: higher PESQ, STOI, ESTOI and SI-SDR than the input and WPE, "
+        f"SI-SDR at least +{BAR['si_sdr']:g} dB and PESQ at least +{BAR['pesq']:g} over the input; against the "
+        f"direct path: all four higher than the input): **{'met' if met else 'not met'}**"
+        + ("" if met else f" ({sum(not ok for _, ok in checks)} of {len(checks)} conditions fail, listed below)."),
+        "",
+        "## Model",
+        "",
+        f"- `{config['class']}({arch})`: {n_params:,} parameters, receptive field {seconds:.2f} s "
+        f"({samples} samples) at {rate} Hz.",
+        "- Offset predictors: the published design (depthwise conv with the block's dilation, PReLU, gLN, "
+        "pointwise conv), zero-initialised."
+        if config["class"] == "DTCN"
+        else "- Plain depthwise convolutions (the TCN baseline).",
+        f"- `output_gain` {config.get('output_gain', 1.0):.4g}: "
+        f"{training['stages'][-1].get('output_gain_calibration', '')}.",
+        "",
+        "## Training",
+        "",
+        f"- Data: the `{data.get('kind', '?')}` data set " + _data_text(data) + f"; target `{target}`.",
+        f"- {training['total_optimizer_steps']:,} optimizer steps in {len(training['stages'])} stage(s), "
+        f"{training['total_train_hours']:.2f} h of training (wall clock, validation included).",
+        "",
+        "| stage | optimizer steps | hours | best epoch | hardware | validation (best checkpoint) |",
+        "|--:|--:|--:|--:|---|---|",
+    ]
+    for i, s in enumerate(training["stages"], 1):
+        env = s.get("environment", {})
+        hw = f"{'GPU' if env.get('cuda') else 'CPU'}, {env.get('threads', '?')} thread(s)"
+        hw += f", torch {env.get('torch', '?')}"
+        v = s.get("validation", {})
+        val = ", ".join(f"{k} {v[k]:.3f}" for k in v if k.endswith(METRICS) or k.startswith("pesq"))
+        hours = s.get("train_seconds", 0) / 3600
+        lines.append(f"| {i} | {s['optimizer_steps']:,} | {hours:.2f} | {s.get('epoch', '')} | {hw} | {val} |")
+    lines += ["", "Commands, in order (each stage runs in the repository root; the later ones continue from the "
+              "model folder of the one before with `init_from=`):", "", "```bash"]  # fmt: skip
+    lines += [s["command"] for s in training["stages"] if s.get("command")]
+    lines += [commands["ship"], "```", "", "## Results", ""]
+    lines += [f"Test set: {summary['data']} ({summary['n_utterances']} utterances); metrics at "
+              f"{summary['metric_rate']} Hz, means; Δ with the 95 % confidence interval of the mean:",
+              "", "```bash", commands["evaluate"], "```", ""]  # fmt: skip
+    lines += results_table(summary)
+    lines += ["", "Shipping bar, condition by condition:", ""]
+    lines += [f"- {'met' if ok else '**not met**'}: {text}" for text, ok in checks]
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Few speakers (the speech pack's handful of voices) and short prompts; untested on other languages,"
+        " spontaneous speech, children's voices.",
+        "- Simulated shoebox rooms only (image method), one static source, no noise, no real recordings in training.",
+        "- The early target keeps the first 50 ms of reflections: the output is not dry speech; the direct-path"
+        " rows say how far from it.",
+        f"- Trained at {rate} Hz: other rates are resampled to it and back, so nothing above {rate // 2000} kHz is"
+        " enhanced.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="training folder results/<name>/<seed>")
-    p.add_argument("--name", required=True, help="shipped model name, e.g. dtcn-8k")
+    p.add_argument("--name", required=True, help="model name, e.g. dtcn-8k")
     p.add_argument("--out", default=None, help="write the model folder here instead of dereverb/checkpoints/<name>")
     p.add_argument("--calibration-items", type=int, default=None, help="validation utterances (default: all)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing shipped model")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the folder and write its MODEL_CARD.md")
+    p.add_argument("--data", nargs="+", default=["data=demo"], help="the test set of --evaluate (default data=demo)")
+    p.add_argument("--eval-out", default=None, help="evaluation folder (default results/eval/<name>-<steps>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder (and evaluation)")
     args = p.parse_args(argv)
     run = Path(args.run)
     dest = Path(args.out) if args.out else PRETRAINED_DIR / args.name
@@ -67,20 +247,60 @@ def main(argv: list[str] | None = None) -> int:
 
         from dereverb.data.datasets import prepare
 
+        record = training_record(run, loaded, cfg)
         manifests = prepare(OmegaConf.create(cfg["data"]), loaded.sample_rate, progress=False)
-        valid = load_test_set(manifests["valid"], reference="clean")
+        target = "early" if cfg["data"].get("target") == "early" else "clean"
+        valid = load_test_set(manifests["valid"], reference=target)
         utts = valid.utterances[: args.calibration_items]
         pairs = [(read_audio(u.reverb, loaded.sample_rate), read_audio(u.reference, loaded.sample_rate)) for u in utts]
         gain = calibrate_gain(loaded.model, pairs)
+        record["stages"][-1]["output_gain_calibration"] = (
+            f"median least-squares gain to the `{cfg['data'].get('target', 'direct')}` target over {len(pairs)} "
+            "validation utterances"
+        )
         card = (dest / CARD_FILE).read_text() if (dest / CARD_FILE).is_file() else None
-        record = _training_record(run, loaded)
-        record["output_gain_calibration"] = f"median over {len(pairs)} utterances of {valid.source}"
         save_pretrained(loaded.model, dest, loaded.sample_rate, model_card=card, overwrite=args.overwrite,
                         extra={"output_gain": gain, "training": record})  # fmt: skip
-    except (DataError, ModelFolderError, FileExistsError) as err:
+        print(f"{dest}: {loaded.source}; output_gain {gain:.4g}; {record['total_optimizer_steps']} optimizer steps")
+        if args.evaluate:
+            steps = record["total_optimizer_steps"]
+            eval_out = Path(args.eval_out) if args.eval_out else REPO / "results" / "eval" / f"{args.name}-{steps}"
+            is_config = any("=" in d for d in args.data)  # dataset overrides, prepared at the model's rate
+            data = [*args.data, f"sample_rate={loaded.sample_rate}"] if is_config else args.data
+            result = evaluate(dest, data, eval_out, baselines=["wpe"], overwrite=args.overwrite, progress=False)
+            if result.summary.get("second_reference") != "early":
+                raise DataError(f"--data {' '.join(args.data)}: the test set has no early references")
+            rel = dest.resolve().relative_to(REPO) if dest.resolve().is_relative_to(REPO) else dest
+            commands = {
+                "ship": shlex.join(
+                    ["python", "scripts/ship_model.py", str(run), "--name", args.name, "--out", str(rel), "--evaluate"]
+                ),
+                "evaluate": shlex.join(
+                    [
+                        "python",
+                        "scripts/evaluate.py",
+                        "--model",
+                        str(rel),
+                        "--data",
+                        *data,
+                        "--out",
+                        f"results/eval/{args.name}-{steps}",
+                        "--baselines",
+                        "wpe",
+                    ]
+                ),
+            }
+            config = json.loads((dest / "config.json").read_text())
+            tmp = dest / f".{CARD_FILE}.tmp"
+            tmp.write_text(model_card(args.name, config, result.summary, commands))
+            tmp.replace(dest / CARD_FILE)
+            checks = bar_check(result.summary)
+            print(f"{dest / CARD_FILE}: shipping bar {'met' if all(ok for _, ok in checks) else 'not met'}")
+            for text, ok in checks:
+                print(f"  {'met    ' if ok else 'NOT MET'} {text}")
+    except (DataError, ModelFolderError, EvaluationError, FileExistsError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    print(f"{dest}: {loaded.source}; output_gain {gain:.4g} ({record['output_gain_calibration']})")
     return 0
 
 

@@ -34,7 +34,7 @@ TRAIN = str(REPO / "train.py")
 CONFIG = str(CONF_DIR / "dtcn.yaml")
 RATE = 8000
 PACK_MANIFEST = REPO / "dereverb" / "assets" / "speech" / "manifest.csv"
-SMOKE_CHANNELS = {"N": 32, "B": 16, "H": 32, "X": 2, "R": 1}  # conf/debug/smoke.yaml
+SMOKE_CHANNELS = {"N": 64, "B": 16, "H": 32, "X": 2, "R": 1}  # conf/debug/smoke.yaml
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,13 +270,18 @@ def test_ship_model_makes_a_model_folder_from_the_best_checkpoint(smoke_run, tmp
     shipped = _ok(subprocess.run([*ship, "--out", str(dest)], env=_env(), capture_output=True, text=True, timeout=300))
     (ckpt,) = _checkpoints(out)
     config = json.loads((dest / "config.json").read_text())
-    record = config["training"]
+    assert config["training"]["total_optimizer_steps"] == 4
+    (record,) = config["training"]["stages"]
     assert record["checkpoint"] == ckpt.name
+    assert record["command"].startswith("python ")
+    assert " conf/dtcn.yaml debug=smoke data=folder " in record["command"].replace(str(REPO) + "/", "")
+    assert 0 < record["train_seconds"] < 300
+    assert "train_seconds_source" not in record  # the training clock of the checkpoint
     assert record["epoch"] == 1
     assert record["optimizer_steps"] == 4  # debug=smoke: 4 batches
     best_key = yaml.safe_load((ckpt / "CKPT.yaml").read_text())["best_key"]
     assert record["validation"]["best_key"] == pytest.approx(best_key, abs=1e-4)  # rounded to 4 decimals
-    assert "over 2 utterances" in record["output_gain_calibration"]  # the smoke data's valid split
+    assert "`clean` target over 2 validation utterances" in record["output_gain_calibration"]  # smoke valid split
     assert np.isfinite(config["output_gain"])
     assert config["output_gain"] != 0
     assert f"checkpoint {ckpt.name}" in shipped.stdout
@@ -349,6 +354,46 @@ def test_tiny_dtcn_overfits_one_batch(rir_bank, one_thread):
 # 4. resuming after a kill, mid-epoch and during a checkpoint save
 
 
+def test_ship_model_evaluates_writes_the_card_and_chains_stages(smoke_run, pairs, tmp_path):
+    """--evaluate scores the folder beside input and WPE against both references and writes the card from
+    that summary; a stage trained with init_from= adds its record after the first stage's."""
+    _, out, proc = smoke_run
+    _ok(proc)
+    ship = [sys.executable, str(REPO / "scripts" / "ship_model.py")]
+    data = ["--data", "data=demo_smoke", f"data.save_folder={tmp_path / 'demo'}"]
+    dest = tmp_path / "stage1"
+    first = _ok(subprocess.run([*ship, str(out), "--name", "tiny", "--out", str(dest), "--evaluate", *data,
+                                "--eval-out", str(tmp_path / "eval1")], env=_env(), capture_output=True, text=True,
+                               timeout=600))  # fmt: skip
+    summary = json.loads((tmp_path / "eval1" / "summary.json").read_text())
+    assert summary["second_reference"] == "early"
+    card = (dest / "MODEL_CARD.md").read_text()
+    early = summary["columns"]["early_si_sdr"]
+    assert f"| early (direct + 50 ms) | si_sdr | {summary['columns']['input_early_si_sdr']['mean']:.2f} | " \
+           f"{early['mean']:.2f} |" in card  # fmt: skip
+    assert f"| direct path | estoi | {summary['columns']['input_estoi']['mean']:.3f} |" in card
+    verdict = "met" if "shipping bar met" in first.stdout else "not met"
+    assert "**Shipping bar** " in card
+    assert f"): **{verdict}**" in card
+    assert "python scripts/evaluate.py --model" in card
+    assert "4 optimizer steps in 1 stage(s)" in card
+
+    out2 = tmp_path / "run2"
+    _ok(_train(tmp_path / "cwd", *_smoke_args(pairs, tmp_path, out2, f"init_from={dest}")))
+    dest2 = tmp_path / "stage2"
+    _ok(subprocess.run([*ship, str(out2), "--name", "tiny", "--out", str(dest2)], env=_env(), capture_output=True,
+                       text=True, timeout=300))  # fmt: skip
+    first_record = json.loads((dest / "config.json").read_text())["training"]
+    record = json.loads((dest2 / "config.json").read_text())["training"]
+    assert len(record["stages"]) == 2
+    assert record["stages"][0] == first_record["stages"][0]
+    assert record["stages"][1]["init_from"] == str(dest)
+    assert record["total_optimizer_steps"] == 8
+    assert record["total_train_hours"] == pytest.approx(
+        sum(s["train_seconds"] for s in record["stages"]) / 3600, abs=1e-3
+    )
+
+
 def test_killed_run_resumes_from_the_last_complete_checkpoint(tmp_path):
     data = _pairs(tmp_path / "pairs", 25, seconds=0.25)  # 20 training pairs: 20 batches of 1
     out = tmp_path / "out"
@@ -383,6 +428,10 @@ def test_killed_run_resumes_from_the_last_complete_checkpoint(tmp_path):
     step = int((latest / "dataloader-TRAIN.ckpt").read_text())
     assert 1 <= step < 20
     assert yaml.safe_load((latest / "brain.ckpt").read_text())["step"] == step
+    # the training clock is carried across resumes: pretend the killed call had trained for 1000 s
+    brain = yaml.safe_load((latest / "brain.ckpt").read_text())
+    assert brain["train_seconds"] > 0
+    (latest / "brain.ckpt").write_text(yaml.safe_dump({**brain, "train_seconds": 1000.0}))
 
     # a save killed half-way: the newest folder, holding only its CKPT.yaml
     torn = out / "save" / "tmp-CKPT+2099-01-01+00-00-00+00"
@@ -400,6 +449,8 @@ def test_killed_run_resumes_from_the_last_complete_checkpoint(tmp_path):
     assert f"epoch 1: {20 - step} batches trained after resuming at batch {step}" in log
     assert (out / "train_log.txt").read_text().count("epoch: 1,") == 1
     _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))
+    (final,) = _checkpoints(out)
+    assert 1000.0 < yaml.safe_load((final / "brain.ckpt").read_text())["train_seconds"] < 1000.0 + 240
 
 
 def test_a_save_that_fails_half_way_leaves_no_checkpoint(tmp_path, monkeypatch, caplog):
