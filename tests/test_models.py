@@ -1,5 +1,9 @@
 """Tests of the TCN and DTCN models."""
 
+import contextlib
+import signal
+import time
+
 import pytest
 import torch
 
@@ -114,7 +118,7 @@ def test_get_config_rebuilds_the_model():
     assert "offset_groups" not in TCN(**TINY).get_config()
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
+BAD_CONFIGURATIONS = [
     ({"L": 15}, "L .* must be even"),
     ({"N": 0}, "N must be a positive int"),
     ({"norm": "bn"}, "norm must be 'gLN' or 'cLN'"),
@@ -126,10 +130,78 @@ def test_get_config_rebuilds_the_model():
     ({"init": "xavier"}, "init must be 'default' or 'identity'"),
     ({"init": "identity", "L": 16}, r"needs N >= 2 \* L encoder filters \(got N=16, L=16\)"),
     ({"init": "identity", "N": 64, "mask_activation": "sigmoid"}, r"needs mask_activation='relu' \(got 'sigmoid'\)"),
-])  # fmt: skip
+    ({"N": 8193}, "N must be at most 8192, got 8193"),
+    ({"H": 16384, "offset_groups": 1}, "H must be at most 8192, got 16384"),
+    ({"B": 10**9}, "B must be at most 8192, got 1000000000"),
+    ({"L": 4098}, "L must be at most 4096, got 4098"),
+    ({"P": 65}, "P must be at most 64, got 65"),
+    ({"X": 17}, "X must be at most 16, got 17"),
+    ({"X": 16, "R": 65}, r"X \* R \(blocks\) must be at most 1024, got X=16, R=65"),
+    ({"skip_channels": -1}, "skip_channels must be an int from 0 to 8192, got -1"),
+    ({"skip_channels": "8"}, "skip_channels must be an int from 0 to 8192, got '8'"),
+    ({"skip_channels": 8193}, "skip_channels must be an int from 0 to 8192, got 8193"),
+    ({"causal": "no"}, "causal must be true or false, got 'no'"),
+    ({"norm": ["gLN"]}, r"norm must be 'gLN' or 'cLN', got \['gLN'\]"),
+    ({"modulation": "yes"}, "modulation must be true or false, got 'yes'"),
+    ({"max_offset": float("inf")}, r"max_offset must be a finite number in \(0, 1e\+06\] frames or null, got inf"),
+    ({"max_offset": float("nan")}, "max_offset must be a finite number .* got nan"),
+    ({"max_offset": -2.0}, "max_offset must be a finite number .* got -2.0"),
+    ({"max_offset": 0}, "max_offset must be a finite number .* got 0"),
+    ({"max_offset": 1e300}, "max_offset must be a finite number .* got 1e"),
+    ({"max_offset": True}, "max_offset must be a finite number .* got True"),
+    ({"max_offset": "3"}, "max_offset must be a finite number .* got '3'"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), BAD_CONFIGURATIONS)
 def test_bad_configurations_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DTCN(**{**TINY, **kwargs})
+
+
+@pytest.mark.parametrize(("kwargs", "match"), BAD_CONFIGURATIONS)
+def test_check_config_refuses_what_the_constructor_refuses(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DTCN.check_config({**TINY, **kwargs})
+    if "max_offset" not in kwargs and "offset_groups" not in kwargs and "modulation" not in kwargs:
+        with pytest.raises(ValueError, match=match):
+            TCN.check_config({**TINY, **kwargs})
+
+
+def test_check_config_accepts_what_the_constructor_accepts():
+    for cls, config in [(TCN, {}), (DTCN, {}), (TCN, {**TINY, "init": "identity", "N": 32}),
+                        (DTCN, {**TINY, "max_offset": 3, "modulation": True, "offset_groups": 16})]:  # fmt: skip
+        assert cls.check_config(config) is None
+        assert cls.check_config(cls(**config).get_config()) is None
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_offset'"):
+        TCN.check_config({"max_offset": 3.0})
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise TimeoutError in the test if the block runs longer than ``seconds`` (instead of hanging)."""
+
+    def expire(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("cls", [TCN, DTCN])
+def test_absurd_repeat_counts_are_refused_at_once(cls):
+    start = time.perf_counter()
+    with (
+        _deadline(5.0),
+        pytest.raises(ValueError, match=r"X \* R \(blocks\) must be at most 1024, got X=3, R=1000000000"),
+    ):
+        cls(**{**TINY, "R": 10**9})
+    assert time.perf_counter() - start < 0.5
 
 
 @pytest.mark.parametrize(("offset_groups", "modulation"), [(1, False), (16, False), (4, True)])

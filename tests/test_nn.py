@@ -1,5 +1,7 @@
 """Tests of the deformable convolution modules and the normalisation layers."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,23 @@ def test_bad_module_arguments_are_refused():
         OffsetPredictor(4, 3, offset_groups=3)
     with pytest.raises(ValueError, match="causal=True needs a causal norm"):
         DeformableConv1d(4, 4, 3, causal=True)
+
+
+@pytest.mark.parametrize("max_offset", [float("inf"), float("nan"), 0.0, -1.0, 1e300, True, "2"])
+def test_bad_max_offset_is_refused(max_offset):
+    match = rf"max_offset must be a positive number up to 1e6 or None, got {re.escape(repr(max_offset))}$"
+    with pytest.raises(ValueError, match=match):
+        OffsetPredictor(4, 3, max_offset=max_offset)
+    with pytest.raises(ValueError, match=match):
+        DeformableConv1d(4, 4, 3, groups=4, max_offset=max_offset)
+
+
+def test_largest_max_offset_still_gives_finite_offsets():
+    layer = OffsetPredictor(4, 3, max_offset=1e6)
+    with torch.no_grad():
+        layer.pointwise.bias.fill_(5.0)
+    offset, _ = layer(torch.randn(1, 4, 20))
+    torch.testing.assert_close(offset, torch.full_like(offset, 5.0))
 
 
 @pytest.mark.parametrize(

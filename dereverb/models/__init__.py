@@ -2,6 +2,7 @@
 
 from dereverb.models.tasnet import (
     DTCN,
+    LIMITS,
     SIZES,
     TCN,
     DepthwiseConv1d,
@@ -15,6 +16,7 @@ MODELS = {"TCN": TCN, "DTCN": DTCN}
 
 __all__ = [
     "DTCN",
+    "LIMITS",
     "MODELS",
     "SIZES",
     "TCN",

@@ -7,7 +7,9 @@ from a *conv factory*, a plain :class:`DepthwiseConv1d` for the TCN and a
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from torch import Tensor, nn
 from dereverb.nn import DeformableConv1d, PReLU, make_norm
 from dereverb.ops import depthwise_conv1d
 
-__all__ = ["DTCN", "SIZES", "TCN", "DepthwiseConv1d", "TasNet", "TemporalBlock", "preset", "receptive_field"]
+__all__ = ["DTCN", "LIMITS", "SIZES", "TCN", "DepthwiseConv1d", "TasNet", "TemporalBlock", "preset", "receptive_field"]
 
 
 class DepthwiseConv1d(nn.Module):
@@ -118,6 +120,62 @@ def receptive_field(kernel_size: int, blocks: int, repeats: int, window: int, sa
     return frames, samples, (samples / sample_rate if sample_rate else None)
 
 
+#: Upper bounds of the constructor arguments: far above any published configuration, low enough that a
+#: config file cannot ask for an allocation or a construction loop that never ends.
+LIMITS = {"channels": 8192, "L": 4096, "P": 64, "X": 16, "blocks": 1024, "max_offset": 1e6}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_tasnet_arguments(N, L, B, H, P, X, R, norm, causal, skip_channels, mask_activation, init) -> None:
+    """Raise ``ValueError`` (one line naming the argument and its value) for arguments :class:`TasNet` refuses."""
+    for name, value in (("N", N), ("L", L), ("B", B), ("H", H), ("P", P), ("X", X), ("R", R)):
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    for name, value, limit in (("N", N, LIMITS["channels"]), ("B", B, LIMITS["channels"]),
+                               ("H", H, LIMITS["channels"]), ("L", L, LIMITS["L"]), ("P", P, LIMITS["P"]),
+                               ("X", X, LIMITS["X"])):  # fmt: skip
+        if value > limit:
+            raise ValueError(f"{name} must be at most {limit}, got {value}")
+    if X * R > LIMITS["blocks"]:
+        raise ValueError(f"X * R (blocks) must be at most {LIMITS['blocks']}, got X={X}, R={R}")
+    if L % 2:
+        raise ValueError(f"L (encoder window) must be even so that the stride L/2 is whole, got {L}")
+    if not isinstance(norm, str) or norm not in ("gLN", "cLN"):
+        raise ValueError(f"norm must be 'gLN' or 'cLN', got {norm!r}")
+    if not isinstance(causal, bool):
+        raise ValueError(f"causal must be true or false, got {causal!r}")
+    if causal and norm != "cLN":
+        raise ValueError("causal=True needs norm='cLN' (gLN looks at the whole signal)")
+    if not isinstance(mask_activation, str) or mask_activation not in ("relu", "sigmoid"):
+        raise ValueError(f"mask_activation must be 'relu' or 'sigmoid', got {mask_activation!r}")
+    if not _is_int(skip_channels) or not 0 <= skip_channels <= LIMITS["channels"]:
+        raise ValueError(f"skip_channels must be an int from 0 to {LIMITS['channels']}, got {skip_channels!r}")
+    if not isinstance(init, str) or init not in ("default", "identity"):
+        raise ValueError(f"init must be 'default' or 'identity', got {init!r}")
+    if init == "identity" and N < 2 * L:
+        raise ValueError(f"init='identity' needs N >= 2 * L encoder filters (got N={N}, L={L})")
+    if init == "identity" and mask_activation != "relu":
+        raise ValueError(f"init='identity' needs mask_activation='relu' (got {mask_activation!r})")
+
+
+def _check_deformable_arguments(H, offset_groups, modulation, max_offset) -> None:
+    """Raise ``ValueError`` (one line naming the argument and its value) for the arguments only :class:`DTCN` has."""
+    if _is_int(H) and (not _is_int(offset_groups) or offset_groups < 1 or H % offset_groups):
+        raise ValueError(f"offset_groups must divide H={H}, got {offset_groups!r}")
+    if not isinstance(modulation, bool):
+        raise ValueError(f"modulation must be true or false, got {modulation!r}")
+    if max_offset is not None and not (
+        isinstance(max_offset, numbers.Real) and not isinstance(max_offset, bool)
+        and 0 < max_offset <= LIMITS["max_offset"]
+    ):  # fmt: skip
+        raise ValueError(
+            f"max_offset must be a finite number in (0, {LIMITS['max_offset']:g}] frames or null, got {max_offset!r}"
+        )
+
+
 class TasNet(nn.Module):
     """Conv-TasNet-style single-output network for dereverberation (base of TCN and DTCN).
 
@@ -145,6 +203,9 @@ class TasNet(nn.Module):
             unprocessed signal's scores instead of climbing back to them. Needs ``N >= 2 * L`` and the
             ReLU mask, and adds a bias to the mask's 1x1 convolution (initialised to 1).
 
+    Every argument is checked before anything is built (:meth:`check_config` runs the same checks
+    alone); sizes are bounded by :data:`LIMITS`, far above any published configuration.
+
     Shape:
         ``Tensor[B, T] -> Tensor[B, T]`` for any ``T >= 1``.
 
@@ -170,25 +231,7 @@ class TasNet(nn.Module):
         init: str = "default",
     ):
         super().__init__()
-        for name, value in (("N", N), ("L", L), ("B", B), ("H", H), ("P", P), ("X", X), ("R", R)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if L % 2:
-            raise ValueError(f"L (encoder window) must be even so that the stride L/2 is whole, got {L}")
-        if norm not in ("gLN", "cLN"):
-            raise ValueError(f"norm must be 'gLN' or 'cLN', got {norm!r}")
-        if causal and norm != "cLN":
-            raise ValueError("causal=True needs norm='cLN' (gLN looks at the whole signal)")
-        if mask_activation not in ("relu", "sigmoid"):
-            raise ValueError(f"mask_activation must be 'relu' or 'sigmoid', got {mask_activation!r}")
-        if skip_channels < 0:
-            raise ValueError(f"skip_channels must be >= 0, got {skip_channels}")
-        if init not in ("default", "identity"):
-            raise ValueError(f"init must be 'default' or 'identity', got {init!r}")
-        if init == "identity" and N < 2 * L:
-            raise ValueError(f"init='identity' needs N >= 2 * L encoder filters (got N={N}, L={L})")
-        if init == "identity" and mask_activation != "relu":
-            raise ValueError(f"init='identity' needs mask_activation='relu' (got {mask_activation!r})")
+        _check_tasnet_arguments(N, L, B, H, P, X, R, norm, causal, skip_channels, mask_activation, init)
         self._config = {"N": N, "L": L, "B": B, "H": H, "P": P, "X": X, "R": R, "norm": norm, "causal": causal,
                         "skip_channels": skip_channels, "mask_activation": mask_activation}  # fmt: skip
         if init != "default":  # absent from the configs of models made before the option existed
@@ -243,6 +286,30 @@ class TasNet(nn.Module):
     def get_config(self) -> dict:
         """The constructor's arguments, enough to rebuild the model: ``type(self)(**get_config())``."""
         return dict(self._config)
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        """Check constructor arguments as ``cls(**config)`` would, without building anything.
+
+        Cheap whatever the values: a config read from a file can be checked before any module is
+        built or any memory allocated.
+
+        Raises:
+            TypeError: an unknown argument.
+            ValueError: a value the constructor refuses (one line naming it).
+
+        Example:
+            >>> TCN.check_config({"N": 64, "R": 10**9})
+            Traceback (most recent call last):
+            ...
+            ValueError: X * R (blocks) must be at most 1024, got X=8, R=1000000000
+        """
+        bound = inspect.signature(cls).bind(**config)
+        bound.apply_defaults()
+        args = bound.arguments
+        if cls.deformable:
+            _check_deformable_arguments(args["H"], args["offset_groups"], args["modulation"], args["max_offset"])
+        _check_tasnet_arguments(*(args[k] for k in inspect.signature(TasNet).parameters))
 
     def receptive_field(self, sample_rate: int | None = None):
         """``(frames, samples, seconds)`` of the zero-offset receptive field (see :func:`receptive_field`)."""
@@ -301,7 +368,7 @@ class DTCN(TasNet):
         offset_groups: 1 (default) shares each tap's offset across the H channels, as in the
             published code; ``H`` gives every channel its own offsets.
         modulation: also learn a DCNv2 mask per tap.
-        max_offset: optional soft bound on the offsets, in frames.
+        max_offset: optional soft bound on the offsets, in frames (a number in ``(0, 1e6]``).
         (the others): see :class:`TasNet`; the defaults are the published DTCN at 8 kHz.
 
     With ``causal=True`` the deformable taps are bounded so that none reads a future frame.
@@ -337,8 +404,7 @@ class DTCN(TasNet):
         modulation: bool = False,
         max_offset: float | None = None,
     ):
-        if isinstance(H, int) and (not isinstance(offset_groups, int) or offset_groups < 1 or H % offset_groups):
-            raise ValueError(f"offset_groups must divide H={H}, got {offset_groups!r}")
+        _check_deformable_arguments(H, offset_groups, modulation, max_offset)
         self._deform_kwargs = {"offset_groups": offset_groups, "modulation": modulation, "max_offset": max_offset}
         super().__init__(N, L, B, H, P, X, R, norm, causal, skip_channels, mask_activation, init)
         self._config.update(self._deform_kwargs)

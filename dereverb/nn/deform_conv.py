@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +113,8 @@ class OffsetPredictor(nn.Module):
         offset_groups: ``1`` shares the offsets across channels; ``channels`` gives every
             channel its own.
         modulation: also predict a DCNv2 mask, ``2 * sigmoid(.)`` (one at initialisation).
-        max_offset: if set, offsets are bounded softly: ``max_offset * tanh(raw / max_offset)``.
+        max_offset: if set (a number in ``(0, 1e6]``), offsets are bounded softly:
+            ``max_offset * tanh(raw / max_offset)``.
         norm: ``"gLN"``, ``"cLN"`` or ``"none"``.
         max_tap_offset: if set, a tensor ``[K]`` of upper bounds per tap (used to keep causal
             taps from reading the future).
@@ -137,8 +139,10 @@ class OffsetPredictor(nn.Module):
         super().__init__()
         if offset_groups < 1 or channels % offset_groups:
             raise ValueError(f"offset_groups={offset_groups} must be >= 1 and divide channels={channels}")
-        if max_offset is not None and not max_offset > 0:
-            raise ValueError(f"max_offset must be positive or None, got {max_offset!r}")
+        if max_offset is not None and not (
+            isinstance(max_offset, numbers.Real) and not isinstance(max_offset, bool) and 0 < max_offset <= 1e6
+        ):  # larger bounds overflow float32 in max_offset * tanh(offset / max_offset)
+            raise ValueError(f"max_offset must be a positive number up to 1e6 or None, got {max_offset!r}")
         self.kernel_size, self.offset_groups, self.modulation, self.max_offset = (
             kernel_size,
             offset_groups,
