@@ -127,7 +127,6 @@ def load_best_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded
     Raises:
         ModelFolderError: no model record, no complete checkpoint, or weights of another model.
     """
-    import torch
     import yaml
 
     from dereverb.models import MODELS
@@ -156,9 +155,9 @@ def load_best_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded
     if not candidates:
         raise ModelFolderError(f"{path}: no complete checkpoint in {path / 'save'} (CKPT+*/CKPT.yaml and model.ckpt)")
     best_key, _, ckpt = max(candidates)
+    state = _read_state_dict(ckpt / "model.ckpt")
     try:
         model = cls(**config)
-        state = torch.load(ckpt / "model.ckpt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError, OSError, KeyError) as err:
         first = " ".join(str(err).split())[:300]
@@ -167,6 +166,123 @@ def load_best_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded
     model = model.to(device).eval()
     source = f"training folder {path}, checkpoint {ckpt.name} (best_key {best_key:.4g})"
     return LoadedModel(model, rate, source, checkpoint=ckpt)
+
+
+_STATE_GLOBALS = frozenset(
+    {
+        ("collections", "OrderedDict"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_parameter"),
+    }
+)
+"""What the pickle of a state dict of tensors may name, besides ``torch.<Type>Storage``."""
+_STRING_OPS = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+)
+_MEMO_STORE_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MEMO_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_MAX_PICKLE_BYTES = 64 * 2**20
+
+
+def _allowed_global(module: str, name: str) -> bool:
+    storage = module == "torch" and name.endswith("Storage") and name.isidentifier()
+    return storage or (module, name) in _STATE_GLOBALS
+
+
+def _pickle_calls(data: bytes) -> str | None:
+    """The first thing a pickle names that a state dict of tensors never does, else None.
+
+    Every callable a pickle can run is named by a ``GLOBAL``/``INST`` opcode, or by ``STACK_GLOBAL``
+    from the two strings on top of the stack (tracked here through the memo), or comes from the
+    ``copyreg`` extension registry (``EXT*``); anything that cannot be told for sure is reported.
+
+    Example:
+        >>> import pickle
+        >>> _pickle_calls(pickle.dumps(print, protocol=3)), _pickle_calls(pickle.dumps(print, protocol=5))
+        ('builtins.print', 'builtins.print')
+        >>> _pickle_calls(pickle.dumps({"a": [1, 2.0]}, protocol=4)) is None
+        True
+    """
+    import pickletools
+
+    recent: list[str | None] = []  # what each stack-pushing opcode pushed (a string or None)
+    memo: dict[int, str | None] = {}
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name in ("GLOBAL", "INST"):
+                module, _, attr = str(arg).partition(" ")
+                if not _allowed_global(module, attr):
+                    return f"{module}.{attr}"
+                recent.append(None)
+            elif name == "STACK_GLOBAL":
+                if len(recent) < 2 or not all(isinstance(v, str) for v in recent[-2:]):
+                    return "a global it builds at load time"
+                if not _allowed_global(recent[-2], recent[-1]):
+                    return f"{recent[-2]}.{recent[-1]}"
+                recent.append(None)
+            elif name.startswith("EXT"):
+                return "a copyreg extension"
+            elif name in _STRING_OPS:
+                recent.append(arg if isinstance(arg, str) else None)
+            elif name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+            elif name in _MEMO_STORE_OPS:
+                memo[int(arg)] = recent[-1] if recent else None
+            elif name in _MEMO_GET_OPS:
+                recent.append(memo.get(int(arg)))
+            elif name not in ("FRAME", "PROTO"):
+                recent.append(None)
+    except (ValueError, TypeError, KeyError, IndexError) as err:  # pickletools on a malformed stream
+        return f"a malformed pickle ({type(err).__name__})"
+    return None
+
+
+def _read_state_dict(path: Path) -> dict:
+    """A state dict of tensors from a checkpoint ``torch.save`` wrote, without running any code in it.
+
+    The file must be the zip archive ``torch.save`` writes; its pickle is checked opcode by opcode to
+    name nothing but the tensor rebuilders and ``OrderedDict`` before ``torch.load(weights_only=True)``
+    reads it, so a tampered file is refused whatever torch version or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``.
+
+    Raises:
+        ModelFolderError: unreadable, not a zip checkpoint, or a pickle that is not a plain state dict.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    from dereverb.pretrained import ModelFolderError
+
+    refused = "not a plain state dict of tensors; refusing to load it (a tampered or foreign checkpoint)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [i for i in archive.infolist() if i.filename.endswith(".pkl")]
+            if len(pickles) != 1 or not pickles[0].filename.endswith("/data.pkl"):
+                raise ModelFolderError(f"{path}: not a checkpoint as torch.save writes it (no single data.pkl)")
+            if pickles[0].file_size > _MAX_PICKLE_BYTES:
+                raise ModelFolderError(f"{path}: its data.pkl holds {pickles[0].file_size} bytes; {refused}")
+            data = archive.read(pickles[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError):
+        raise ModelFolderError(
+            f"{path}: not a zip checkpoint as torch.save writes it; refusing to unpickle it"
+        ) from None
+    except OSError as err:
+        raise ModelFolderError(f"{path}: cannot read it ({err.strerror or err})") from None
+    calls = _pickle_calls(data)
+    if calls:
+        raise ModelFolderError(f"{path}: its pickle names {calls}, so it is {refused}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFolderError(f"{path}: {refused}") from None
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, OSError, EOFError) as err:
+        first = " ".join(str(err).split())[:200]
+        raise ModelFolderError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFolderError(f"{path}: holds a {type(state).__name__}, {refused}")
+    return state
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,12 +527,28 @@ def _metric_rate(reference_rate: int) -> int:
     return 16000 if reference_rate > 16000 else 8000
 
 
-def _check_files(test: TestSet) -> tuple[int, int]:
-    """Read every header (missing, empty, unreadable, multi-channel files fail now, in one line);
-    returns the most common reference rate and how many references have another rate."""
+@dataclass
+class _Rates:
+    """The sample rates of a test set's files: the most common reference rate, how many references
+    have another one, and how many inputs have each rate."""
+
+    reference: int
+    other_references: int
+    inputs: dict[int, int]
+
+    @property
+    def input(self) -> int:
+        """The most common input rate (the higher on a tie)."""
+        return max(self.inputs, key=lambda r: (self.inputs[r], r))
+
+
+def _check_files(test: TestSet) -> _Rates:
+    """Read every header (missing, empty, unreadable, multi-channel files fail now, in one line) and
+    count the rates of the references and of the inputs."""
     from dereverb.data.audio import audio_info
 
     rates: dict[int, int] = {}
+    inputs: dict[int, int] = {}
     for utt in test.utterances:
         for path in (utt.reverb, utt.reference, *([utt.second_reference] if utt.second_reference else [])):
             info = audio_info(path)
@@ -424,10 +556,161 @@ def _check_files(test: TestSet) -> tuple[int, int]:
                 raise DataError(f"{path}: {info.channels} channels; only mono audio is supported")
             if info.frames == 0:
                 raise DataError(f"{path}: contains no samples")
-        rate = audio_info(utt.reference).sample_rate
-        rates[rate] = rates.get(rate, 0) + 1
+            if path == utt.reverb:
+                inputs[info.sample_rate] = inputs.get(info.sample_rate, 0) + 1
+            elif path == utt.reference:
+                rates[info.sample_rate] = rates.get(info.sample_rate, 0) + 1
     common = max(rates, key=lambda r: (rates[r], r))
-    return common, sum(n for r, n in rates.items() if r != common)
+    return _Rates(common, sum(n for r, n in rates.items() if r != common), inputs)
+
+
+def _input_rate_note(rates: _Rates, metric_rate: int, model_rate: int) -> str | None:
+    """The note on inputs whose rate is not the references' (None when they all match).
+
+    Example:
+        >>> print(_input_rate_note(_Rates(16000, 0, {8000: 3}), 16000, 8000))
+        inputs at 8000 Hz, references at 16000 Hz: each input was resampled to 16000 Hz to be scored (input_*, \
+baselines) and to 8000 Hz for the model; the input has no content above 4 kHz, so check that the inputs and \
+references belong together
+    """
+    common = rates.input
+    others = sum(n for r, n in rates.inputs.items() if r != common)
+    if common == rates.reference and not others:
+        return None
+    text = f"inputs at {common} Hz" + (f" ({others} at other rates)" if others else "")
+    text += (
+        f", references at {rates.reference} Hz: each input was resampled to {metric_rate} Hz to be scored "
+        f"(input_*, baselines) and to {model_rate} Hz for the model"
+    )
+    if common < metric_rate:
+        text += f"; the input has no content above {common // 2000} kHz"
+    return text + ", so check that the inputs and references belong together"
+
+
+def _check_arguments(baselines, batch_size, pad_tolerance, jobs, examples, limit, device) -> None:
+    """Refuse a bad setting in one line naming the option."""
+    from dereverb.baselines import BASELINES
+
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise EvaluationError(f"--baselines {unknown[0]}: unknown (known: {', '.join(BASELINES)})")
+    for option, value, low in (("--batch-size", batch_size, 1), ("--limit", limit, 1), ("--examples", examples, 0),
+                               ("--jobs", jobs, 0)):  # fmt: skip
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise EvaluationError(f"{option} {value}: expected an integer >= {low}")
+    if not (isinstance(pad_tolerance, int | float) and pad_tolerance >= 0):  # NaN fails too
+        raise EvaluationError(f"--pad-tolerance {pad_tolerance}: expected a number >= 0")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
+        raise EvaluationError(f"--device {device}: expected cpu or cuda[:N] (the model runs on one of those)")
+
+
+def _check_device(device: str) -> None:
+    """Refuse a CUDA device that is not here (the syntax was checked by :func:`_check_arguments`)."""
+    if not str(device).startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EvaluationError(f"--device {device}: no CUDA device is available here")
+    index = int(str(device).partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise EvaluationError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
+def _protected(model, data) -> list[tuple[str, Path]]:
+    """The paths an evaluation must never replace: the model and the data it reads."""
+    paths = []
+    if isinstance(model, LoadedModel):
+        if model.checkpoint is not None:
+            paths.append(("the training run of the model", model.checkpoint.parent.parent))
+    elif Path(model).exists():
+        paths.append(("the model", Path(model)))
+    if not isinstance(data, TestSet):
+        items = [data] if isinstance(data, str | os.PathLike) else list(data)
+        for item in map(str, items):
+            value = item.split("=", 1)[1] if _is_config(items) and "=" in item else item
+            if value and Path(value).expanduser().exists():
+                paths.append(("the data", Path(value).expanduser()))
+    return paths
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_out(out: Path, overwrite: bool, protected: Sequence[tuple[str, Path]] = ()) -> None:
+    """Refuse an output folder the evaluation must not write, or (``overwrite``) must not replace.
+
+    ``--overwrite`` replaces only an earlier evaluation's folder: one whose ``summary.json`` carries
+    ``"format": "dereverb-evaluation"`` (or, from before that field, an evaluation's keys) and which
+    holds nothing an evaluation does not write; an empty folder is replaced too. A training run, the
+    model or the data being evaluated, the current folder, a file or a symbolic link never is.
+    """
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise EvaluationError(f"--out {out}: {parent} is a file, not a folder")
+    if out.is_symlink():
+        raise EvaluationError(f"--out {out}: a symbolic link; give the results folder itself")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise EvaluationError(f"--out {out}: an existing file, not a results folder; refusing to replace it")
+    if not overwrite:
+        raise EvaluationError(f"{out} already exists (pass --overwrite to replace an earlier evaluation there)")
+    if _inside(Path.cwd(), out):
+        raise EvaluationError(f"--out {out}: the current folder (or one holding it); refusing to replace it")
+    for what, path in protected:
+        if _inside(path, out):
+            verb = "is" if path.resolve() == out.resolve() else "holds"
+            raise EvaluationError(f"--out {out}: {verb} {what} ({path}); refusing to replace it")
+    _check_replaceable(out)
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse to replace a folder that is not an earlier evaluation's output (one line saying why)."""
+    from dereverb.baselines import BASELINES
+    from dereverb.report import FORMAT
+
+    refuse = "refusing to replace it (move it away or choose another --out)"
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as err:
+        raise EvaluationError(f"--out {out}: cannot list it ({err.strerror or err})") from None
+    if not entries:
+        return
+    if "model_config.json" in entries or "save" in entries or "config.json" in entries:
+        raise EvaluationError(f"--out {out}: a training run or a model folder, not an evaluation folder; {refuse}")
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        raise EvaluationError(
+            f"--out {out}: not an evaluation folder written by dereverb-evaluate (no summary.json); {refuse}"
+        )
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        summary = None
+    legacy = isinstance(summary, dict) and {"model", "metrics", "columns", "n_utterances"} <= set(summary)
+    if not (isinstance(summary, dict) and (summary.get("format") == FORMAT or legacy)):
+        raise EvaluationError(
+            f'--out {out}: its summary.json was not written by dereverb-evaluate (no "format": "{FORMAT}"); {refuse}'
+        )
+    known = {"results.csv", "summary.json", "summary.md", "report.html", "plots", "examples", "enhanced", *BASELINES}
+    foreign = [name for name in entries if name not in known]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise EvaluationError(f"--out {out}: holds {foreign[0]}{more}, which dereverb-evaluate did not write; {refuse}")
+
+
+def _check_data_outside(out: Path, overwrite: bool, utterances: Sequence[Utterance]) -> None:
+    """Refuse to replace a folder that holds a file of the test set."""
+    if not (overwrite and out.is_dir()):
+        return
+    for utt in utterances:
+        for path in (utt.reverb, utt.reference, utt.second_reference):
+            if path is not None and _inside(Path(path), out):
+                raise EvaluationError(f"--out {out}: holds the test set's {path}; refusing to replace it")
 
 
 def _row(utt: Utterance, rate: int, n_ref: int, n_scored: int, diff: int) -> dict:
@@ -478,7 +761,8 @@ def evaluate(
         report: write ``report.html`` (implies ``plots``).
         examples: utterances shown in the figures and the report.
         limit: evaluate only the first ``limit`` utterances.
-        overwrite: replace an existing ``out``.
+        overwrite: replace ``out`` if an earlier evaluation wrote it (see :func:`_check_out`; anything
+            else is refused before any work).
         progress: show a tqdm bar.
 
     Returns:
@@ -494,13 +778,9 @@ def evaluate(
 
     total_start = time.perf_counter()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise EvaluationError(f"{out} already exists (pass --overwrite to replace it)")
-    unknown = sorted(set(baselines) - set(BASELINES))
-    if unknown:
-        raise EvaluationError(f"--baselines {unknown[0]}: unknown (known: {', '.join(BASELINES)})")
-    if batch_size < 1 or pad_tolerance < 0 or examples < 0 or (limit is not None and limit < 1):
-        raise EvaluationError("--batch-size and --limit must be >= 1, --pad-tolerance and --examples >= 0")
+    # every refusal comes before any work: arguments, the output folder, the test set's files, then the model
+    _check_arguments(baselines, batch_size, pad_tolerance, jobs, examples, limit, device)
+    _check_out(out, overwrite, _protected(model, data))
     plots = plots or report
     if plots:
         try:
@@ -511,13 +791,18 @@ def evaluate(
     # config is prepared after, at the model's rate
     is_config = not isinstance(data, TestSet) and _is_config(data)
     test = data if isinstance(data, TestSet) or is_config else load_test_set(data, reference)
+    if not is_config:
+        _check_data_outside(out, overwrite, test.utterances)
+    _check_device(device)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
     if is_config:
         test = load_test_set(data, reference, loaded.sample_rate)
+        _check_data_outside(out, overwrite, test.utterances)
     from dereverb.data.audio import read_audio, resample_audio  # imports torch
 
     utterances = test.utterances[:limit] if limit else test.utterances
-    ref_rate, other_rates = _check_files(TestSet(utterances, test.source, test.reference))
+    rates = _check_files(TestSet(utterances, test.source, test.reference))
+    ref_rate, other_rates = rates.reference, rates.other_references
     rate = _metric_rate(ref_rate)
     model_rate = loaded.sample_rate
     base_names = metric_names(rate)
@@ -526,6 +811,10 @@ def evaluate(
     notes = []
     if rate != ref_rate or other_rates:
         notes.append(f"references resampled to {rate} Hz for the metrics (PESQ is defined at 8 and 16 kHz only)")
+    mismatch = _input_rate_note(rates, rate, model_rate)
+    if mismatch:
+        log.warning("%s", mismatch)
+        notes.append(mismatch)
     if model_rate != rate:
         notes.append(
             f"the model works at {model_rate} Hz: each input was resampled from its file to {model_rate} Hz for "
@@ -715,14 +1004,20 @@ def _save(path: Path, x: np.ndarray, rate: int) -> None:
 
 
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished temporary folder to ``out`` (replacing it only when asked)."""
-    if out.exists():
+    """Rename the finished temporary folder to ``out`` (replacing an earlier evaluation only when asked)."""
+    if os.path.lexists(out):
         if not overwrite:
             raise EvaluationError(f"{out} appeared while evaluating (pass --overwrite to replace it)")
+        if out.is_symlink() or not out.is_dir():
+            raise EvaluationError(f"--out {out}: became a file or a link while evaluating; refusing to replace it")
+        _check_replaceable(out)  # again: it may have changed while evaluating
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            shutil.rmtree(old)
+        except OSError as err:
+            log.warning("%s: the replaced results could not be removed (%s)", old, err.strerror or err)
     else:
         os.replace(tmp, out)
 
@@ -771,7 +1066,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="write report.html (implies --plots)")
     p.add_argument("--examples", type=int, default=3, help="utterances in the figures and the report (default 3)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N utterances")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier evaluation's output folder (nothing else)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return p
 
@@ -783,12 +1080,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dereverb.allocator import tune_glibc_malloc
 
     tune_glibc_malloc()  # as the training recipe: much faster CPU inference (DEREVERB_MALLOC=default opts out)
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            print(f"error: --device {args.device}: no CUDA device is available here", file=sys.stderr)
-            return 2
     try:
         result = evaluate(
             args.model,

@@ -20,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["T60_BINS", "build_summary", "ci95", "write_csv", "write_plots", "write_report", "write_summary"]
+__all__ = ["FORMAT", "T60_BINS", "build_summary", "ci95", "write_csv", "write_plots", "write_report", "write_summary"]
 
 T60_BINS = (0.0, 0.3, 0.6, 0.9, 1.2, math.inf)
 """Edges of the T60 bins of the breakdown, seconds (left-closed)."""
 DRR_BINS = (-math.inf, 0.0, 5.0, 10.0, math.inf)
 """Edges of the DRR bins of the breakdown, dB (left-closed)."""
+FORMAT = "dereverb-evaluation"
+"""The ``format`` field of ``summary.json``: marks a folder written by :mod:`dereverb.evaluate`, the only
+kind of folder its ``--overwrite`` replaces."""
 LEADING = ("id", "duration_s", "t60_s", "t60_measured_s", "drr_db", "distance_m")
 
 
@@ -74,6 +77,7 @@ def build_summary(rows: list[dict], names: Sequence[str], signals: Sequence[str]
     for col in columns:
         stats[col]["ci95"] = list(ci95([r[col] for r in rows]))
     summary = {
+        "format": FORMAT,
         **info,
         "n_utterances": len(rows),
         "utterances_with_failures": sum(bool(r.get("failures")) for r in rows),
