@@ -34,15 +34,25 @@ How a file is processed:
   applies it. A model folder without one gets ``gain="input"`` instead (logged): each segment's
   output is scaled by the least-squares gain that best matches it to the input,
   ``<x, y> / <y, y>`` per channel. ``gain="none"`` keeps the raw output; a number is used as is.
-* **Output** files are written atomically (a temporary file, then a rename) and never replace an
-  existing file unless asked; on any error nothing is left behind. The output keeps the input's
-  subtype (e.g. PCM_16) when its format allows it; samples beyond full scale in an integer
-  subtype are clipped, counted and reported in a warning (``subtype="FLOAT"`` avoids it).
+* **Output** files are written atomically (a temporary file, then a rename), with the permissions
+  of the user's umask, and never replace an existing file unless asked; on any error nothing is
+  left behind. The output keeps the input's subtype (e.g. PCM_16) when its format can be written
+  with it, else the format's default; samples beyond full scale in an integer subtype are clipped,
+  counted and reported in a warning (``subtype="FLOAT"`` avoids it). A model output with a NaN
+  or Inf sample (broken weights, an absurd gain) is an error naming the input; nothing is written.
+* **Several files** (``dereverb-enhance IN... -o FOLDER``): every input is read through and
+  checked (header, NaN/Inf, output format) and the models are loaded before anything is written;
+  one bad input refuses the run. A failure that only processing can reveal skips that file, and
+  the run ends with ``written N, failed M (names)`` and exit status 2; ``--skip-existing`` then
+  completes the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import io
 import logging
 import math
 import os
@@ -56,10 +66,19 @@ import torch
 from torch import Tensor
 
 from dereverb.allocator import release_free_memory
-from dereverb.data.audio import atomic_path, audio_info, resample_audio
+from dereverb.data.audio import AudioInfo, OutputExistsError, atomic_path, audio_info, check_samples, resample_audio
 from dereverb.data.errors import DataError
 
-__all__ = ["DEFAULT_CHUNK_SECONDS", "Dereverberator", "EnhanceError", "calibrate_gain", "default_model", "main"]
+__all__ = [
+    "DEFAULT_CHUNK_SECONDS",
+    "Dereverberator",
+    "EnhanceError",
+    "calibrate_gain",
+    "check_device",
+    "default_model",
+    "main",
+    "output_format",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +89,34 @@ _SILENCE = 1e-10  # mean power under which a segment is treated as silent (gain 
 
 class EnhanceError(ValueError):
     """Inference cannot run (the message, one line, says why)."""
+
+
+class _OutputNotFinite(EnhanceError):
+    """The model's output holds NaN or Inf: raised by a segment, given the file's name by ``enhance_file``."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The :class:`torch.device` for ``device`` when inference can run on it here.
+
+    Raises:
+        EnhanceError: not a device name, a device type inference does not run on (``meta``,
+            ...), or one this machine does not have (no CUDA, no such CUDA index, no MPS).
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise EnhanceError(f"{device}: unknown device (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EnhanceError(f"{device}: no CUDA device is available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise EnhanceError(f"{device}: unavailable, this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise EnhanceError(f"{device}: no MPS device is available here")
+    elif dev.type != "cpu":
+        raise EnhanceError(f"{device}: not a device inference runs on (use cpu, cuda or cuda:N)")
+    return dev
 
 
 def default_model(sample_rate: int) -> str:
@@ -208,8 +255,13 @@ class Dereverberator:
             raise EnhanceError(
                 "the model has no sample_rate attribute (load it with dereverb.pretrained.from_pretrained)"
             )
-        if chunk_seconds is not None and not (isinstance(chunk_seconds, int | float) and chunk_seconds > 0):
-            raise EnhanceError(f"chunk_seconds must be a positive number or None, got {chunk_seconds!r}")
+        if chunk_seconds is not None and not (
+            isinstance(chunk_seconds, int | float)
+            and not isinstance(chunk_seconds, bool)
+            and math.isfinite(chunk_seconds)
+            and chunk_seconds > 0
+        ):
+            raise EnhanceError(f"chunk_seconds must be a positive finite number or None, got {chunk_seconds!r}")
         if gain not in ("auto", "input", "none") and not (
             isinstance(gain, int | float) and not isinstance(gain, bool) and math.isfinite(gain) and gain != 0
         ):
@@ -219,7 +271,7 @@ class Dereverberator:
             if stored is None:
                 log.info("the model stores no output_gain: matching each segment's level to the input")
             gain = "input" if stored is None else float(stored)
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.model = model.to(self.device).eval()
         self.sample_rate = int(model.sample_rate)
         rf = int(model.receptive_field()[1]) if hasattr(model, "receptive_field") else self.sample_rate
@@ -417,6 +469,13 @@ class Dereverberator:
             if norms is not None:
                 norms.core = (self._frames(a - lo, rate), self._frames(b - lo, rate))
             y = self._segment(read(lo, hi), rate)
+            bad = ~np.isfinite(y).all(axis=0)
+            if bad.any():
+                first = lo + int(np.argmax(bad))
+                raise _OutputNotFinite(
+                    f"the model's output holds NaN or Inf samples (the first at {first / rate:.2f} s): "
+                    "its weights or output gain are broken; nothing was written"
+                )
             if norms is not None:
                 norms.advance()
             if len(cores) > 1:
@@ -472,34 +531,41 @@ class Dereverberator:
 
         Raises:
             DataError: a missing, empty, unreadable, sample-less or non-finite input, an existing
-                output (without ``overwrite``), a missing output folder, an unknown format.
+                output (without ``overwrite``, :class:`~dereverb.data.audio.OutputExistsError`),
+                a missing output folder, a format or subtype that cannot be written.
+            EnhanceError: the model's output holds NaN or Inf (broken weights or gain); the
+                message names ``path``.
+            OSError: writing failed (no space left, a file size limit, a read-only folder); its
+                ``filename`` is ``output_path``.
+
+        Whatever the error, no output file and no temporary file is left behind.
         """
         path = Path(path)
         info = audio_info(path)
         if info.frames == 0:
             raise DataError(f"{path}: contains no samples")
         channels = 1 if mix_down else info.channels
-        if output_path is None:
-            blocks: list[np.ndarray] = []
-            with sf.SoundFile(str(path)) as src:
-                self._stream(_reader(src, path, mix_down), blocks.append, info.frames, info.sample_rate, progress)
-            y = np.concatenate(blocks, axis=-1)
-            return y[0] if channels == 1 else y
-        out = Path(output_path)
-        fmt = out.suffix.lstrip(".").upper()
-        if fmt not in sf.available_formats():
-            raise DataError(f"{out}: unknown audio format {out.suffix!r} (use .wav or .flac)")
-        if out.resolve() == path.resolve():
-            raise DataError(f"{out}: the output would replace its own input")
-        subtype = _output_subtype(path, fmt, subtype, channels, info.sample_rate)
-        clipped = [0]
-        with atomic_path(out, overwrite) as tmp:
+        try:
+            if output_path is None:
+                blocks: list[np.ndarray] = []
+                with sf.SoundFile(str(path)) as src:
+                    self._stream(_reader(src, path, mix_down), blocks.append, info.frames, info.sample_rate, progress)
+                y = np.concatenate(blocks, axis=-1)
+                return y[0] if channels == 1 else y
+            out = Path(output_path)
+            if out.resolve() == path.resolve():
+                raise DataError(f"{out}: the output would replace its own input")
+            fmt, subtype = output_format(out, info, subtype, mix_down)
+            clipped = [0]
             with (
+                atomic_path(out, overwrite) as tmp,
                 sf.SoundFile(str(path)) as src,
-                sf.SoundFile(tmp, "w", info.sample_rate, channels, subtype=subtype, format=fmt) as dst,
+                _output_file(out, tmp, info.sample_rate, channels, subtype, fmt) as dst,
             ):
                 self._stream(_reader(src, path, mix_down), _writer(dst, subtype, clipped), info.frames,
                              info.sample_rate, progress)  # fmt: skip
+        except _OutputNotFinite as err:
+            raise EnhanceError(f"{path}: {err}") from None
         if clipped[0]:
             log.warning(
                 "%s: %d samples beyond full scale were clipped in %s (write a FLOAT subtype to keep them)",
@@ -537,12 +603,20 @@ def _reader(src: sf.SoundFile, path: Path, mix_down: bool) -> Callable[[int, int
     """``read(start, stop) -> [C, n]`` on an open file, checking every block for NaN/Inf."""
 
     def read(start: int, stop: int) -> np.ndarray:
-        src.seek(start)
-        block = src.read(stop - start, dtype="float32", always_2d=True)
+        try:
+            src.seek(start)
+            block = src.read(stop - start, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            reason = " ".join(str(err).split())
+            raise DataError(f"{path}: unreadable near {start / src.samplerate:.2f} s ({reason})") from None
         if block.shape[0] != stop - start:
             raise DataError(f"{path}: truncated file (expected {stop} samples, read {start + block.shape[0]})")
-        if not np.isfinite(block).all():
-            raise DataError(f"{path}: contains NaN or Inf samples (near {start / src.samplerate:.2f} s)")
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            first = start + int(np.argmax(bad))
+            raise DataError(
+                f"{path}: contains NaN or Inf samples (the first at {first / src.samplerate:.2f} s, sample {first})"
+            )
         block = block.T
         return block.mean(0, keepdims=True) if mix_down else np.ascontiguousarray(block)
 
@@ -563,14 +637,76 @@ def _writer(dst: sf.SoundFile, subtype: str, clipped: list[int]) -> Callable[[np
     return write
 
 
-def _output_subtype(path: Path, fmt: str, subtype: str | None, channels: int, rate: int) -> str:
+def output_format(
+    out: str | os.PathLike, info: AudioInfo, subtype: str | None = None, mix_down: bool = False
+) -> tuple[str, str]:
+    """The ``(format, subtype)`` an enhanced file of input ``info`` is written with at ``out``.
+
+    The format follows the extension; the subtype is ``subtype`` when given, else the input's
+    when the format can be written with it, else the format's default. The choice is tried on an
+    in-memory file with the output's channels and rate, so what cannot be written (an MP3
+    encoding in a WAV file, 9 channels in FLAC, a rate FLAC does not take) is refused here,
+    before any work.
+
+    Raises:
+        DataError: an unknown extension, or a subtype, channel count or rate the format cannot
+            be written with (one line naming ``out``).
+    """
+    out = Path(out)
+    fmt = out.suffix.lstrip(".").upper()
+    if fmt not in sf.available_formats():
+        raise DataError(f"{out}: unknown audio format {out.suffix!r} (use .wav or .flac)")
+    channels = 1 if mix_down else info.channels
     if subtype is not None:
         subtype = subtype.upper()
         if not sf.check_format(fmt, subtype):
             raise DataError(f"subtype {subtype!r} is not available for {fmt} files (see soundfile.available_subtypes)")
-        return subtype
-    wanted = sf.info(str(path)).subtype
-    return wanted if sf.check_format(fmt, wanted) else sf.default_subtype(fmt)
+        candidates = [subtype]
+    else:
+        candidates = [st for st in (info.subtype, sf.default_subtype(fmt)) if st and sf.check_format(fmt, st)]
+        if not candidates:
+            raise DataError(f"{out}: {fmt} files have no default subtype (pass one, e.g. PCM_16)")
+    reason = ""
+    for candidate in candidates:
+        reason = _cannot_write(fmt, candidate, channels, info.sample_rate)
+        if not reason:
+            return fmt, candidate
+    raise DataError(
+        f"{out}: cannot write {channels} channel(s) at {info.sample_rate} Hz as {fmt} {candidates[-1]} ({reason})"
+    )
+
+
+def _cannot_write(fmt: str, subtype: str, channels: int, rate: int) -> str:
+    """Why libsndfile refuses to open such a file for writing ("" when it can)."""
+    try:
+        with sf.SoundFile(io.BytesIO(), "w", rate, channels, subtype=subtype, format=fmt):
+            pass
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        return " ".join(str(getattr(err, "error_string", err)).split()) or type(err).__name__
+    return ""
+
+
+@contextlib.contextmanager
+def _output_file(out: Path, tmp: str, rate: int, channels: int, subtype: str, fmt: str):
+    """``tmp`` opened for writing; a failed open, write or close is an :class:`OSError` naming ``out``.
+
+    libsndfile reports a failed write as "System error."; the reason (no space left, a file size
+    limit) is asked of the file system by appending a byte to ``tmp``, which is discarded anyway.
+    """
+    try:
+        with sf.SoundFile(tmp, "w", rate, channels, subtype=subtype, format=fmt) as dst:
+            yield dst
+    except sf.LibsndfileError as err:  # the reader turns its own errors into DataError
+        code, reason = errno.EIO, " ".join(str(getattr(err, "error_string", err)).split())
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, b"\0")
+            finally:
+                os.close(fd)
+        except OSError as probe:
+            code, reason = probe.errno or code, probe.strerror or reason
+        raise OSError(code, f"cannot write the output ({reason}); nothing was written", str(out)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,16 +754,35 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"segment length for long files (default {DEFAULT_CHUNK_SECONDS:g})")  # fmt: skip
     p.add_argument("--gain", default="auto", help="auto (default: the model's calibrated output gain, else input), "
                    "input (match each segment to the input's level), none (raw output), or a number")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="keep existing outputs, enhance the other inputs (resumes a run)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return p
 
 
-def _plan_outputs(args) -> tuple[list[tuple[Path, Path]], bool]:
+_OVERWRITE_HINT = "pass --overwrite to replace, or --skip-existing to keep"
+
+
+class _Refused(DataError):
+    """Several inputs cannot be processed: one line each, and nothing is written."""
+
+    def __init__(self, problems: list[str], total: int):
+        self.problems = problems
+        super().__init__(f"nothing written: {len(problems)} of {total} inputs cannot be processed")
+
+
+def _plan_outputs(args) -> tuple[list[tuple[Path, Path, AudioInfo]], list[Path], bool]:
+    """``(jobs, skipped outputs, output is a folder)``; every job's input and output checked.
+
+    Raises:
+        DataError: a problem with the inputs or outputs as a whole, or the one input's problem;
+            :class:`_Refused` when several inputs are given and any of them has a problem.
+    """
     files, to_folder = _inputs(args.inputs)
     out = Path(args.output)
-    for f in files:
-        audio_info(f)  # missing, empty, directory, not audio: one line, before any work
     if to_folder:
         if out.exists() and not out.is_dir():
             raise DataError(f"{out}: several inputs need an output folder, and this is a file")
@@ -636,61 +791,139 @@ def _plan_outputs(args) -> tuple[list[tuple[Path, Path]], bool]:
         if out.is_dir():
             out = out / files[0].name
         pairs = [(files[0], out)]
-    if not args.overwrite:
-        taken = [str(o) for _, o in pairs if o.exists()]
-        if taken:
-            more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
-            raise DataError(f"output exists: {', '.join(taken[:3])}{more} (pass --overwrite to replace)")
     for f, o in pairs:
         if o.exists() and o.resolve() == f.resolve():
             raise DataError(f"{o}: the output would replace its own input")
-    return pairs, to_folder
+    taken = [o for _, o in pairs if os.path.lexists(o)]
+    if taken and not (args.overwrite or args.skip_existing):
+        more = f" and {len(taken) - 3} more" if len(taken) > 3 else ""
+        raise DataError(f"output exists: {', '.join(map(str, taken[:3]))}{more} ({_OVERWRITE_HINT})")
+    skipped = taken if args.skip_existing else []
+    jobs, problems = [], []
+    for f, o in pairs:
+        if o in skipped:
+            continue
+        try:  # the whole file is read once: NaN/Inf, decoding errors and truncation refuse the run now
+            info = check_samples(f)
+            output_format(o, info, args.subtype, args.mix_down)
+            jobs.append((f, o, info))
+        except DataError as err:
+            problems.append(str(err))
+    if problems and len(pairs) == 1:
+        raise DataError(problems[0])
+    if problems:
+        raise _Refused(problems, len(pairs))
+    return jobs, skipped, to_folder
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status (0, or 2 after one ``error:`` line)."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
-    from dereverb.allocator import tune_glibc_malloc
-    from dereverb.pretrained import ModelFolderError
+def _error_line(err: BaseException, about: Path | None = None) -> str:
+    """The one ``error:`` line for an error of the command (``about``: the input being processed)."""
+    if isinstance(err, OutputExistsError):
+        text = f"{err.path}: file exists ({_OVERWRITE_HINT} it)"
+    elif isinstance(err, OSError) and err.strerror:
+        text = f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    elif isinstance(err, MemoryError | torch.cuda.OutOfMemoryError):
+        text = f"{about}: out of memory (try a smaller --chunk-seconds)"
+    else:
+        text = str(err) or type(err).__name__
+    return "error: " + " ".join(text.split())
 
+
+def _names(paths: Sequence[Path], limit: int = 10) -> str:
+    names = [p.name for p in paths[:limit]]
+    return ", ".join(names) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _settings(args) -> tuple[str | float, torch.device]:
+    """``(gain, device)`` from the command line, each checked before anything is read."""
     gain = args.gain
     if gain not in ("auto", "input", "none"):
         try:
             gain = float(gain)
         except ValueError:
-            print(f"error: --gain {gain!r}: expected auto, input, none or a number", file=sys.stderr)
-            return 2
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: --device {args.device}: no CUDA device is available here", file=sys.stderr)
-        return 2
+            raise EnhanceError(f"--gain {gain!r}: expected auto, input, none or a number") from None
+    if not (math.isfinite(args.chunk_seconds) and args.chunk_seconds > 0):
+        raise EnhanceError(
+            f"--chunk-seconds {args.chunk_seconds:g}: chunk_seconds must be a positive finite number of seconds"
+        )
     try:
-        pairs, to_folder = _plan_outputs(args)  # every input checked before any work
-        tune_glibc_malloc()  # much faster CPU inference here (DEREVERB_MALLOC=default opts out)
-        if to_folder:
-            Path(args.output).mkdir(parents=True, exist_ok=True)
-        models: dict[str, Dereverberator] = {}
-        total = sum(audio_info(f).frames / audio_info(f).sample_rate for f, _ in pairs)
+        device = check_device(args.device)
+    except EnhanceError as err:
+        raise EnhanceError(f"--device {err}") from None
+    return gain, device
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status.
+
+    0 when every input was enhanced (or skipped with ``--skip-existing``); 2 after ``error:``
+    lines: one when nothing could start (nothing is written), else one per failed file and a
+    last ``written N, failed M (names)``; 130 when interrupted (finished files are kept).
+    """
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
+    from dereverb.allocator import tune_glibc_malloc
+    from dereverb.pretrained import ModelFolderError
+
+    jobs: list[tuple[Path, Path, AudioInfo]] = []
+    written: list[Path] = []
+    failed: list[Path] = []
+    try:
+        try:
+            gain, device = _settings(args)
+            jobs, skipped, to_folder = _plan_outputs(args)  # every input read and checked before any work
+            tune_glibc_malloc()  # much faster CPU inference here (DEREVERB_MALLOC=default opts out)
+            models: dict[str, Dereverberator] = {}
+            for _, _, info in jobs:  # every model loaded before anything is written
+                name = args.model or default_model(info.sample_rate)
+                if name not in models:
+                    models[name] = Dereverberator.from_pretrained(
+                        name, device=device, chunk_seconds=args.chunk_seconds, gain=gain
+                    )
+            if to_folder:
+                Path(args.output).mkdir(parents=True, exist_ok=True)
+        except _Refused as err:
+            for line in err.problems:
+                print(_error_line(DataError(line)), file=sys.stderr)
+            print(_error_line(err), file=sys.stderr)
+            return 2
+        except (DataError, EnhanceError, ModelFolderError, OSError) as err:
+            print(_error_line(err), file=sys.stderr)
+            return 2
+        for dst in skipped:
+            log.info("%s exists: skipped", dst)
+        total = sum(info.duration_s for _, _, info in jobs)
         from tqdm import tqdm
 
         with tqdm(total=round(total, 1), unit="s", desc="enhancing", disable=args.quiet or None) as bar:
-            for src, dst in pairs:
-                rate = audio_info(src).sample_rate
-                name = args.model or default_model(rate)
-                if name not in models:
-                    models[name] = Dereverberator.from_pretrained(
-                        name, device=args.device, chunk_seconds=args.chunk_seconds, gain=gain
-                    )
+            for src, dst, info in jobs:
+                name = args.model or default_model(info.sample_rate)
                 bar.set_postfix_str(src.name)
-                models[name].enhance_file(
-                    src, dst, overwrite=args.overwrite, mix_down=args.mix_down, subtype=args.subtype,
-                    progress=lambda n, r=rate: bar.update(round(n / r, 1)),
-                )  # fmt: skip
+                try:
+                    models[name].enhance_file(
+                        src, dst, overwrite=args.overwrite, mix_down=args.mix_down, subtype=args.subtype,
+                        progress=lambda n, r=info.sample_rate: bar.update(round(n / r, 1)),
+                    )  # fmt: skip
+                except (DataError, EnhanceError, OSError, MemoryError, torch.cuda.OutOfMemoryError) as err:
+                    bar.clear()
+                    print(_error_line(err, src), file=sys.stderr)
+                    failed.append(src)
+                    continue
+                written.append(dst)
                 log.info("%s -> %s (%s)", src, dst, name)
-    except (DataError, EnhanceError, ModelFolderError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+    except KeyboardInterrupt:
+        done = f"written {len(written)} of {len(jobs)} (run again with --skip-existing to finish)"
+        print(f"error: interrupted; {done if written else 'nothing written'}", file=sys.stderr)
+        return 130
+    summary = f"written {len(written)}" + (f", skipped {len(skipped)}" if skipped else "")
+    if failed:
+        if len(jobs) + len(skipped) > 1:
+            print(f"error: {summary}, failed {len(failed)} ({_names(failed)})", file=sys.stderr)
         return 2
-    except OSError as err:
-        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
-        return 2
+    if len(jobs) + len(skipped) > 1 or skipped:
+        log.info(summary)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from dereverb.data.audio import audio_info, read_audio, resample_audio, write_audio
+from dereverb.data.audio import (
+    OutputExistsError,
+    atomic_path,
+    audio_info,
+    check_samples,
+    read_audio,
+    resample_audio,
+    write_audio,
+)
 from dereverb.data.errors import DataError
 
 
@@ -136,3 +144,83 @@ def test_write_refuses_clipping_in_integer_formats(tmp_path):
         write_audio(tmp_path / "a.wav", np.array([0.0, 1.5], np.float32), 8000, subtype="PCM_16")
     write_audio(tmp_path / "a.wav", np.array([0.0, 1.5], np.float32), 8000)  # FLOAT keeps it exactly
     assert read_audio(tmp_path / "a.wav")[1] == 1.5
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_audio(tmp_path / "a.wav", _tone(), 8000)
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            with open(tmp, "w") as f:
+                f.write("done")
+        write_audio(tmp_path / "a.wav", _tone(), 8000, overwrite=True)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.wav").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == mode
+    assert sorted(os.listdir(tmp_path)) == ["a.wav", "b.txt"]
+
+
+def test_unwritable_folder_error_names_the_output_not_the_temporary_file(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def denied(path, flags, *args, **kwargs):  # what the kernel says in a read-only folder (root ignores modes)
+        if str(path).startswith(str(tmp_path)) and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(PermissionError) as err:
+        write_audio(tmp_path / "a.wav", _tone(), 8000)
+    assert err.value.filename == str(tmp_path / "a.wav")
+    assert "Permission denied" in err.value.strerror
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_error_names_the_output(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir(mode=0o555)
+    with pytest.raises(PermissionError) as err:
+        write_audio(folder / "a.wav", _tone(), 8000)
+    assert err.value.filename == str(folder / "a.wav")
+
+
+def test_existing_names_are_refused_even_dangling_links(tmp_path):
+    link = tmp_path / "a.wav"
+    link.symlink_to(tmp_path / "nowhere.wav")
+    with pytest.raises(OutputExistsError, match="overwrite=True") as err:
+        write_audio(link, _tone(), 8000)
+    assert err.value.path == link
+    assert isinstance(err.value, DataError)
+    assert link.is_symlink()
+    assert not (tmp_path / "nowhere.wav").exists()
+    assert "--overwrite" in str(OutputExistsError(link, "pass --overwrite to replace it"))
+
+
+def test_check_samples_reads_through_and_says_where(tmp_path):
+    x = np.zeros((24000, 2), np.float32)
+    x[20000, 1] = np.nan
+    sf.write(tmp_path / "late.wav", x, 8000, subtype="FLOAT")
+    with pytest.raises(
+        DataError, match=r"late\.wav: contains NaN or Inf samples \(the first at 2\.50 s, sample 20000\)"
+    ):
+        check_samples(tmp_path / "late.wav", block_frames=4096)
+    sf.write(tmp_path / "ok.flac", x[:, :1] * 0, 8000)
+    info = check_samples(tmp_path / "ok.flac", block_frames=4096)
+    assert (info.sample_rate, info.frames, info.channels, info.subtype) == (8000, 24000, 1, "PCM_16")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 8000)
+    with pytest.raises(DataError, match="no samples"):
+        check_samples(tmp_path / "empty.wav")
+    with pytest.raises(DataError, match="no such file"):
+        check_samples(tmp_path / "missing.wav")
+
+
+def test_check_samples_finds_a_broken_stream_the_header_hides(tmp_path):
+    sf.write(tmp_path / "cut.flac", (0.3 * np.random.default_rng(0).standard_normal(48000)).astype(np.float32), 8000)
+    data = (tmp_path / "cut.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    assert audio_info(tmp_path / "cut.flac").frames == 48000  # the header still promises every sample
+    with pytest.raises(DataError, match=r"cut\.flac: (unreadable at|truncated)"):
+        check_samples(tmp_path / "cut.flac", block_frames=4096)

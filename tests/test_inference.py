@@ -15,6 +15,7 @@ import torch
 from dereverb import inference
 from dereverb.data import rooms, speech_pack
 from dereverb.data.audio import read_audio
+from dereverb.data.errors import DataError
 from dereverb.inference import Dereverberator, EnhanceError, calibrate_gain, default_model, main
 from dereverb.metrics import si_sdr
 from dereverb.models import DTCN, TCN
@@ -383,3 +384,383 @@ def test_api_rejects_bad_arrays(model_dir):
         d.enhance(np.zeros((1, 2, 3), np.float32), 8000)
     with pytest.raises(EnhanceError, match="sample_rate"):
         d.enhance(np.zeros(10, np.float32), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile or careless use: broken models, partial folder runs, devices, formats, a full disk
+
+
+def _level(reverberant, peak: float, n: int = 8000) -> np.ndarray:
+    return peak * reverberant[0][:n] / np.abs(reverberant[0][:n]).max()
+
+
+def _left_behind(folder: Path) -> list[str]:
+    """Temporary files (``.NAME.XXXX.tmp``) anywhere under ``folder``."""
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+# A command line whose model's output turns to NaN for inputs louder than $NAN_ABOVE: the weights of a
+# model folder can be broken in ways a loader cannot see, and only the output shows it.
+_BROKEN_CLI = """
+import os, sys
+import dereverb.pretrained as pretrained
+from dereverb.inference import main
+
+load = pretrained.from_pretrained
+above = float(os.environ["NAN_ABOVE"])
+
+def broken(*args, **kwargs):
+    model = load(*args, **kwargs)
+    model.register_forward_hook(lambda m, i, o: o * float("nan") if float(i[0].abs().max()) > above else o)
+    return model
+
+pretrained.from_pretrained = broken
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _cli(*args, nan_above: float | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
+    """``dereverb-enhance ARGS --quiet`` in a subprocess (with a broken model when ``nan_above`` is set)."""
+    import os
+
+    env = dict(os.environ)
+    if nan_above is None:
+        cmd = [sys.executable, str(ROOT / "scripts" / "enhance.py")]
+    else:
+        cmd = [sys.executable, "-c", _BROKEN_CLI]
+        env["NAN_ABOVE"] = str(nan_above)
+    return subprocess.run([*cmd, *map(str, args), "--quiet"], capture_output=True, text=True, timeout=300, env=env,
+                          preexec_fn=preexec_fn)  # fmt: skip
+
+
+def _nan_weights(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = float("nan")
+    return model
+
+
+def test_non_finite_model_output_is_an_error_naming_the_input_and_nothing_is_written(reverberant, tmp_path):
+    torch.manual_seed(0)
+    model = _nan_weights(_perturbed(DTCN(**TINY)))
+    model.sample_rate = 8000
+    src = _write(tmp_path / "in.wav", _level(reverberant, 0.5, 16000), 8000)
+    d = Dereverberator(model, gain="none")
+    with pytest.raises(EnhanceError, match="NaN or Inf") as err:
+        d.enhance_file(src, tmp_path / "out.wav")
+    assert str(src) in str(err.value)
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]  # no output, no temporary file
+    with pytest.raises(EnhanceError, match=str(src)):
+        d.enhance_file(src)
+    with pytest.raises(EnhanceError, match="NaN or Inf"):
+        d.enhance(_level(reverberant, 0.5), 8000)
+    # a finite model with a gain that overflows float32
+    torch.manual_seed(0)
+    finite = _perturbed(DTCN(**TINY))
+    finite.sample_rate = 8000
+    with pytest.raises(EnhanceError, match="NaN or Inf"):
+        Dereverberator(finite, gain=1e300).enhance_file(src, tmp_path / "loud.wav", subtype="FLOAT")
+    assert not (tmp_path / "loud.wav").exists()
+
+
+def test_non_finite_output_late_in_a_long_file_removes_what_was_written(model_dir, reverberant, tmp_path, monkeypatch):
+    x = np.tile(_level(reverberant, 0.5, 16000), 3)
+    x[30000:] *= 1.9  # louder from 3.75 s on; the model breaks down there
+    src = _write(tmp_path / "in.wav", x, 8000, "FLOAT")
+    # one pass, which writes as it goes (with two, the first pass would find the NaN before any write)
+    d = Dereverberator.from_pretrained(model_dir, chunk_seconds=1.0, gain="none", gln_passes=1)
+    d.model.register_forward_hook(lambda m, i, o: o * float("nan") if float(i[0].abs().max()) > 0.9 else o)
+    written = []
+    original = inference._writer
+
+    def spy(dst, subtype, clipped):
+        write = original(dst, subtype, clipped)
+        return lambda block: written.append(block.shape[-1]) or write(block)
+
+    monkeypatch.setattr(inference, "_writer", spy)
+    with pytest.raises(EnhanceError, match=r"NaN or Inf samples \(the first at"):
+        d.enhance_file(src, tmp_path / "out.wav")
+    assert sum(written) > 0  # segments before the failure had reached the temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_cli_broken_model_one_line_exit_2_nothing_written(model_dir, reverberant, tmp_path):
+    src = _write(tmp_path / "in.wav", _level(reverberant, 0.5), 8000)
+    r = _cli(src, "-o", tmp_path / "out.wav", "--model", model_dir, nan_above=-1.0)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {src}: "), lines
+    assert "NaN or Inf" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def _three_inputs(tmp_path: Path, reverberant, middle: np.ndarray, subtype: str = "PCM_16") -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder / "a.wav", _level(reverberant, 0.5), 8000)
+    _write(folder / "b.wav", middle, 8000, subtype)
+    _write(folder / "c.wav", _level(reverberant, 0.4), 8000)
+    return folder
+
+
+def test_folder_with_a_bad_input_is_refused_before_anything_is_written(model_dir, reverberant, tmp_path):
+    x = _level(reverberant, 0.5, 16000)
+    x[5040] = np.nan  # 0.63 s
+    folder = _three_inputs(tmp_path, reverberant, x, "FLOAT")
+    out = tmp_path / "out"
+    r = _cli(folder, "-o", out, "--model", model_dir, "--chunk-seconds", "1")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"error: {folder / 'b.wav'}: contains NaN or Inf samples (the first at 0.63 s, sample 5040)",
+        "error: nothing written: 1 of 3 inputs cannot be processed",
+    ]
+    assert not out.exists()
+    assert _left_behind(tmp_path) == []
+
+
+def test_nan_position_is_reported_to_the_sample(model_dir, reverberant, tmp_path):
+    x = _level(reverberant, 0.5, 16000)
+    x[5040] = np.inf
+    src = _write(tmp_path / "in.wav", x, 8000, "FLOAT")
+    d = Dereverberator.from_pretrained(model_dir, chunk_seconds=1.0)
+    with pytest.raises(DataError, match=r"the first at 0\.63 s, sample 5040"):
+        d.enhance_file(src, tmp_path / "out.wav")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_folder_run_goes_on_after_a_failure_reports_it_and_resumes_with_skip_existing(model_dir, reverberant, tmp_path):
+    folder = _three_inputs(tmp_path, reverberant, _level(reverberant, 0.95))
+    out = tmp_path / "out"
+    r = _cli(folder, "-o", out, "--model", model_dir, nan_above=0.9)  # b.wav breaks the model
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"error: {folder / 'b.wav'}: "), lines
+    assert "NaN or Inf" in lines[0], lines
+    assert lines[1] == "error: written 2, failed 1 (b.wav)"
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav", "c.wav"]
+    assert _left_behind(tmp_path) == []
+    kept = {name: (out / name).read_bytes() for name in ("a.wav", "c.wav")}
+    # a plain re-run refuses and says how to resume
+    again = _cli(folder, "-o", out, "--model", model_dir)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: output exists: {out / 'a.wav'}, {out / 'c.wav'} (pass --overwrite to replace, or --skip-existing "
+        "to keep)"
+    ]
+    resumed = _cli(folder, "-o", out, "--model", model_dir, "--skip-existing")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav", "b.wav", "c.wav"]
+    assert {name: (out / name).read_bytes() for name in kept} == kept  # the finished ones were not redone
+    assert sf.info(str(out / "b.wav")).frames == 8000
+
+
+def test_skip_existing_counts_what_it_skipped(model_dir, reverberant, tmp_path, caplog):
+    folder = _three_inputs(tmp_path, reverberant, _level(reverberant, 0.3))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.wav").write_bytes(b"keep me")
+    with caplog.at_level("INFO"):
+        assert main([str(folder), "-o", str(out), "--model", str(model_dir), "--skip-existing"]) == 0
+    assert "written 2, skipped 1" in caplog.text
+    assert (out / "b.wav").read_bytes() == b"keep me"
+    assert sorted(p.name for p in out.iterdir()) == ["a.wav", "b.wav", "c.wav"]
+    with pytest.raises(SystemExit):  # argparse: the two ways of treating existing outputs exclude each other
+        main([str(folder), "-o", str(out), "--model", str(model_dir), "--skip-existing", "--overwrite"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--chunk-seconds", "inf"], "error: --chunk-seconds inf: chunk_seconds must be a positive finite number"),
+        (["--chunk-seconds", "nan"], "error: --chunk-seconds nan: chunk_seconds must be a positive finite number"),
+        (["--chunk-seconds", "-2"], "error: --chunk-seconds -2: chunk_seconds must be a positive finite number"),
+        (["--chunk-seconds", "0"], "error: --chunk-seconds 0: chunk_seconds must be a positive finite number"),
+        (["--device", "foo"], "error: --device foo: unknown device (use cpu, cuda or cuda:N)"),
+        (["--device", "meta"], "error: --device meta: not a device inference runs on"),
+        (["--device", "mps"], "error: --device mps: no MPS device is available here"),
+        (["--subtype", "MPEG_LAYER_III"], "as WAV MPEG_LAYER_III (Supported file format but unsupported encoding.)"),
+    ],
+    ids=[
+        "chunk-inf",
+        "chunk-nan",
+        "chunk-negative",
+        "chunk-zero",
+        "device-foo",
+        "device-meta",
+        "device-mps",
+        "mp3-subtype-in-wav",
+    ],
+)
+def test_bad_settings_one_line_exit_2_nothing_left(model_dir, reverberant, tmp_path, extra, expected, capsys):
+    if "mps" in extra and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    src = _write(tmp_path / "in.wav", _level(reverberant, 0.5), 8000)
+    assert main([str(src), "-o", str(tmp_path / "out.wav"), "--model", str(model_dir), "--quiet", *extra]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: "), lines
+    assert expected in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_cli_bad_settings_in_a_subprocess(model_dir, reverberant, tmp_path):
+    src = _write(tmp_path / "in.wav", _level(reverberant, 0.5), 8000)
+    for extra, expected in [
+        (["--chunk-seconds", "inf"], "error: --chunk-seconds inf: chunk_seconds must be a positive finite number"),
+        (["--device", "meta"], "error: --device meta: not a device inference runs on"),
+        (["--subtype", "MPEG_LAYER_III"], "as WAV MPEG_LAYER_III (Supported file format but unsupported encoding.)"),
+    ]:
+        r = _cli(src, "-o", tmp_path / "out.wav", "--model", model_dir, *extra)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(expected if expected.startswith("error") else "error: "), lines
+        assert expected in lines[0], lines
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_api_refuses_bad_devices_and_chunk_lengths(model_dir):
+    for device in ("foo", "meta", "cuda:99" if torch.cuda.is_available() else "cuda"):
+        with pytest.raises(EnhanceError, match=r"device|CUDA"):
+            Dereverberator.from_pretrained(model_dir, device=device)
+    for chunk in (float("inf"), float("nan"), -1.0, 0, True):
+        with pytest.raises(EnhanceError, match="chunk_seconds"):
+            Dereverberator.from_pretrained(model_dir, chunk_seconds=chunk)
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="this libsndfile has no MP3")
+def test_mp3_input_to_wav_output_is_written_with_the_wav_default_subtype(model_dir, reverberant, tmp_path):
+    src = tmp_path / "in.mp3"
+    sf.write(str(src), _level(reverberant, 0.5), 8000, format="MP3")
+    r = _cli(src, "-o", tmp_path / "out.wav", "--model", model_dir)
+    assert r.returncode == 0, r.stderr
+    info = sf.info(str(tmp_path / "out.wav"))
+    assert (info.subtype, info.frames) == ("PCM_16", sf.info(str(src)).frames)
+    assert _left_behind(tmp_path) == []
+
+
+def test_output_format_is_checked_before_any_work(tmp_path):
+    from dereverb.data.audio import AudioInfo
+    from dereverb.inference import output_format
+
+    assert output_format(tmp_path / "o.wav", AudioInfo(8000, 10, 1, "MPEG_LAYER_III")) == ("WAV", "PCM_16")
+    assert output_format(tmp_path / "o.flac", AudioInfo(8000, 10, 2, "PCM_24")) == ("FLAC", "PCM_24")
+    assert output_format(tmp_path / "o.flac", AudioInfo(8000, 10, 1, "FLOAT")) == ("FLAC", "PCM_16")
+    with pytest.raises(DataError, match=r"o\.flac: cannot write 9 channel"):
+        output_format(tmp_path / "o.flac", AudioInfo(8000, 10, 9, "PCM_16"))
+    assert output_format(tmp_path / "o.flac", AudioInfo(8000, 10, 9, "PCM_16"), mix_down=True) == ("FLAC", "PCM_16")
+    with pytest.raises(DataError, match=r"o\.flac: cannot write 1 channel\(s\) at 1000000 Hz"):
+        output_format(tmp_path / "o.flac", AudioInfo(1_000_000, 10, 1, "PCM_16"))
+    with pytest.raises(DataError, match="unknown audio format"):
+        output_format(tmp_path / "o.xyz", AudioInfo(8000, 10, 1, "PCM_16"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _file_size_limit(limit: int):
+    def set_limit():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return set_limit
+
+
+def test_full_disk_while_writing_one_line_exit_2_nothing_left(model_dir, reverberant, tmp_path):
+    src = _write(tmp_path / "in.wav", _level(reverberant, 0.5, 24000), 8000)  # 48 kB of PCM_16
+    out = tmp_path / "out.wav"
+    r = _cli(src, "-o", out, "--model", model_dir, preexec_fn=_file_size_limit(20000))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: {out}: cannot write the output (File too large); nothing was "
+                                             "written"]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_outputs_get_the_users_umask(model_dir, reverberant, tmp_path):
+    import os
+
+    src = _write(tmp_path / "in.wav", _level(reverberant, 0.5), 8000)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o755)
+    r = _cli(src, "-o", out / "in.wav", "--model", model_dir, preexec_fn=lambda: os.umask(0o022))
+    assert r.returncode == 0, r.stderr
+    assert (out / "in.wav").stat().st_mode & 0o777 == 0o644
+    folder = _three_inputs(tmp_path, reverberant, _level(reverberant, 0.3))
+    r = _cli(folder, "-o", tmp_path / "new", "--model", model_dir, preexec_fn=lambda: os.umask(0o027))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o750
+    assert {(p.name, p.stat().st_mode & 0o777) for p in (tmp_path / "new").iterdir()} == {
+        ("a.wav", 0o640), ("b.wav", 0o640), ("c.wav", 0o640)
+    }  # fmt: skip
+
+
+def test_an_existing_output_is_reported_with_the_cli_flag(model_dir, reverberant, tmp_path, capsys, monkeypatch):
+    src = _write(tmp_path / "in.wav", _level(reverberant, 0.5), 8000)
+    dangling = tmp_path / "out.wav"
+    dangling.symlink_to(tmp_path / "nowhere.wav")  # a name that is taken, though it "does not exist"
+    r = _cli(src, "-o", dangling, "--model", model_dir)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: output exists: {dangling} (pass --overwrite to replace, or --skip-existing to keep)"
+    ]
+    assert dangling.is_symlink()
+    assert not (tmp_path / "nowhere.wav").exists()
+    # an output that appears while the command runs
+    original = Dereverberator.enhance_file
+
+    def late(self, path, output_path=None, **kwargs):
+        Path(output_path).write_bytes(b"someone else's")
+        return original(self, path, output_path, **kwargs)
+
+    monkeypatch.setattr(Dereverberator, "enhance_file", late)
+    assert main([str(src), "-o", str(tmp_path / "late.wav"), "--model", str(model_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'late.wav'}: file exists (pass --overwrite to replace, or --skip-existing to "
+                   "keep it)"]  # fmt: skip
+    assert (tmp_path / "late.wav").read_bytes() == b"someone else's"
+    assert _left_behind(tmp_path) == []
+
+
+def test_unwritable_folder_message_names_the_output(model_dir, reverberant, tmp_path, capsys, monkeypatch):
+    import os
+
+    src = _write(tmp_path / "in.wav", _level(reverberant, 0.5), 8000)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_open = os.open
+
+    def denied(path, flags, *args, **kwargs):  # what the kernel says in a read-only folder (root ignores modes)
+        if str(path).startswith(str(ro)) and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    assert main([str(src), "-o", str(ro / "out.wav"), "--model", str(model_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: {ro / 'out.wav'}: "), err
+    assert "Permission denied" in err[0], err
+    assert ".tmp" not in err[0]
+    assert list(ro.iterdir()) == []
+
+
+def test_interrupt_keeps_finished_files_and_says_how_to_resume(model_dir, reverberant, tmp_path, capsys, monkeypatch):
+    folder = _three_inputs(tmp_path, reverberant, _level(reverberant, 0.3))
+    original = Dereverberator.enhance_file
+    calls = []
+
+    def interrupted(self, path, output_path=None, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, path, output_path, **kwargs)
+
+    monkeypatch.setattr(Dereverberator, "enhance_file", interrupted)
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--model", str(model_dir), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: interrupted; written 1 of 3 (run again with --skip-existing to finish)"
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav"]

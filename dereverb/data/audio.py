@@ -2,16 +2,20 @@
 
 :func:`read_audio` returns float32 mono samples at the rate the caller asks for, or raises a
 :class:`~dereverb.data.errors.DataError` that names the file and says what is wrong (missing,
-empty, not audio, no samples, NaN/Inf, several channels, wrong rate). :func:`write_audio`
-writes atomically (a temporary file in the same folder, then a rename) and never replaces an
-existing file unless asked. The datasets, the evaluation and the inference tools all use them.
+empty, not audio, no samples, NaN/Inf, several channels, wrong rate). :func:`check_samples`
+streams through a file once and says where its first NaN/Inf sample is, without holding it in
+memory. :func:`write_audio` writes atomically (through :func:`atomic_path`: a temporary file in
+the same folder, then a rename), never replaces an existing file unless asked, and gives the file
+the permissions the user's umask asks for. The datasets, the evaluation and the inference tools
+all use them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,29 @@ import torch
 
 from dereverb.data.errors import DataError
 
-__all__ = ["AudioInfo", "atomic_path", "audio_info", "read_audio", "resample_audio", "write_audio"]
+__all__ = [
+    "AudioInfo",
+    "OutputExistsError",
+    "atomic_path",
+    "audio_info",
+    "check_samples",
+    "read_audio",
+    "resample_audio",
+    "write_audio",
+]
+
+
+class OutputExistsError(DataError):
+    """A file would be replaced and replacing it was not asked for.
+
+    Args:
+        path: the existing file.
+        hint: how to allow it, in the caller's terms (a command line says ``--overwrite``).
+    """
+
+    def __init__(self, path: str | os.PathLike, hint: str = "pass overwrite=True to replace it"):
+        self.path = Path(path)
+        super().__init__(f"{path}: file exists ({hint})")
 
 
 @dataclass(frozen=True)
@@ -33,11 +59,13 @@ class AudioInfo:
         sample_rate: samples per second.
         frames: samples per channel.
         channels: number of channels.
+        subtype: soundfile subtype (``"PCM_16"``, ``"FLOAT"``, ...).
     """
 
     sample_rate: int
     frames: int
     channels: int
+    subtype: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -76,7 +104,61 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise DataError(f"{path}: not a readable audio file ({_one_line(err)})") from None
-    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels))
+    return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels), str(info.subtype))
+
+
+def check_samples(path: str | os.PathLike, block_frames: int = 1 << 16) -> AudioInfo:
+    """Read a whole audio file block by block and check that every sample can be used.
+
+    Memory stays bounded by one block, whatever the file's duration, so a long file can be
+    checked before any work is spent on it.
+
+    Args:
+        path: an audio file soundfile can read, any number of channels.
+        block_frames: samples per channel read at a time.
+
+    Returns:
+        AudioInfo: what its header says.
+
+    Raises:
+        DataError: one line naming the file: missing, empty, not audio, no samples, a decoding
+            error (and where), fewer samples than its header says, or a NaN/Inf sample (and
+            the time of the first one).
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+        >>> x = np.zeros(16000, np.float32); x[5040] = np.nan
+        >>> sf.write(path, x, 8000, subtype="FLOAT")
+        >>> check_samples(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dereverb.data.errors.DataError: ...a.wav: contains NaN or Inf samples (the first at 0.63 s, sample 5040)
+    """
+    path = Path(path)
+    info = audio_info(path)
+    if info.frames == 0:
+        raise DataError(f"{path}: contains no samples")
+    done = 0
+    try:
+        with sf.SoundFile(str(path)) as src:
+            while done < info.frames:
+                block = src.read(min(block_frames, info.frames - done), dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                bad = ~np.isfinite(block).all(axis=1)
+                if bad.any():
+                    first = done + int(np.argmax(bad))
+                    raise DataError(
+                        f"{path}: contains NaN or Inf samples (the first at {first / info.sample_rate:.2f} s, "
+                        f"sample {first})"
+                    )
+                done += block.shape[0]
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise DataError(f"{path}: unreadable at {done / info.sample_rate:.2f} s ({_one_line(err)})") from None
+    if done != info.frames:
+        raise DataError(f"{path}: truncated file (its header says {info.frames} samples, it holds {done})")
+    return info
 
 
 def resample_audio(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
@@ -192,8 +274,8 @@ def write_audio(
         raise DataError(f"{path}: refusing to write NaN or Inf samples")
     if not path.parent.is_dir():
         raise DataError(f"{path}: folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise DataError(f"{path}: file exists (pass overwrite=True to replace it)")
+    if os.path.lexists(path) and not overwrite:
+        raise OutputExistsError(path)
     fmt = path.suffix.lstrip(".").upper()
     if fmt not in sf.available_formats():
         raise DataError(f"{path}: unknown audio format {path.suffix!r}")
@@ -211,10 +293,14 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[st
 
     The caller writes the temporary file. When the block raises (or is interrupted), the
     temporary file is removed and ``path`` is untouched. Without ``overwrite`` an existing
-    ``path`` is never replaced, even one created while the block ran.
+    ``path`` is never replaced, even one created while the block ran. The file is created with
+    the permissions the process's umask allows (``0644`` under umask ``022``), as a plain
+    ``open`` would; errors of the file system name ``path``, not the temporary file.
 
     Raises:
-        DataError: ``path`` exists (and ``overwrite`` is False), or its folder is missing.
+        OutputExistsError: ``path`` exists (and ``overwrite`` is False).
+        DataError: the folder of ``path`` is missing.
+        OSError: the folder is not writable, or the rename failed (its ``filename`` is ``path``).
 
     Example:
         >>> import tempfile, os
@@ -227,21 +313,43 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[st
     path = Path(path)
     if not path.parent.is_dir():
         raise DataError(f"{path}: folder {path.parent} does not exist")
-    if path.exists() and not overwrite:
-        raise DataError(f"{path}: file exists (pass overwrite=True to replace it)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    if os.path.lexists(path) and not overwrite:
+        raise OutputExistsError(path)
+    tmp = _create_temporary(path)
     try:
         yield tmp
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:  # atomic no-overwrite: a hard link fails if the name was taken meanwhile
-                os.link(tmp, path)
-            except FileExistsError:
-                raise DataError(f"{path}: file exists (pass overwrite=True to replace it)") from None
-            except OSError:  # file systems without hard links
+        try:
+            if overwrite:
                 os.replace(tmp, path)
+            else:
+                try:  # atomic no-overwrite: a hard link fails if the name was taken meanwhile
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise OutputExistsError(path) from None
+                except OSError:  # file systems without hard links
+                    os.replace(tmp, path)
+        except OSError as err:
+            raise _naming(err, path, "cannot rename the finished temporary file") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _create_temporary(path: Path) -> str:
+    """Create an empty, unique ``.NAME.XXXXXXXX.tmp`` beside ``path``, mode ``0o666`` less the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, flags, 0o666))  # the kernel applies the umask, as for any new file
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise _naming(err, path, f"cannot create a file in {path.parent}") from None
+    raise FileExistsError(errno.EEXIST, f"no free temporary file name in {path.parent}", str(path))
+
+
+def _naming(err: OSError, path: Path, what: str) -> OSError:
+    """``err`` again (same class and errno), about ``path`` and saying what failed."""
+    return type(err)(err.errno, f"{what} ({err.strerror or _one_line(err)})", str(path))
