@@ -5,15 +5,20 @@ what happens at the start and end of each stage (metrics beside the unprocessed 
 learning-rate schedule, checkpoints kept by the best validation score, test results). Mixed
 precision, gradient clipping, skipping non-finite updates, progress bars, intra-epoch
 checkpoints, resuming and DDP are SpeechBrain's own.
+
+The checkpointer reads every parameter file with ``torch.load(..., weights_only=True)`` (see
+:func:`load_weights`): a checkpoint folder is data, never code, whatever the environment says.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,16 +26,76 @@ from pathlib import Path
 import numpy as np
 import speechbrain as sb
 import torch
+from speechbrain.dataio.dataloader import LoopedLoader, SaveableDataLoader
+from speechbrain.nnet.schedulers import ReduceLROnPlateau
 from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
+from speechbrain.utils.epoch_loop import EpochCounter
 
 from dereverb.metrics import Scorer, summarize
+from dereverb.weights import CheckpointError, load_weights
 
-__all__ = ["AtomicCheckpointer", "DereverbBrain"]
+__all__ = ["AtomicCheckpointer", "CheckpointError", "DereverbBrain", "load_weights"]
 
 logger = logging.getLogger(__name__)
 
 _TMP_PREFIX = "tmp-"
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _load_state_dict(obj, path, end_of_epoch):
+    """Load hook of modules, optimizers, torch schedulers and gradient scalers (their ``load_state_dict``)."""
+    del end_of_epoch
+    state = load_weights(path)
+    try:
+        obj.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"{path}: does not fit this run's {type(obj).__name__} ({reason}); delete that checkpoint folder "
+            "or choose another run folder"
+        ) from None
+
+
+def _load_plateau(obj, path, end_of_epoch):
+    """Load hook of SpeechBrain's ``ReduceLROnPlateau`` (the three values its ``save`` writes)."""
+    del end_of_epoch
+    data = load_weights(path)
+    if not isinstance(data, dict) or not {"losses", "anchor", "patience_counter"} <= set(data):
+        raise CheckpointError(f"{path}: not a learning-rate schedule state; delete that checkpoint folder")
+    obj.losses, obj.anchor, obj.patience_counter = data["losses"], data["anchor"], data["patience_counter"]
+
+
+_STATE_DICT_TYPES = (
+    torch.nn.Module,
+    torch.optim.Optimizer,
+    torch.optim.lr_scheduler.LRScheduler,
+    torch.optim.lr_scheduler.ReduceLROnPlateau,
+    torch.amp.GradScaler,
+)
+# SpeechBrain's own loaders of these read plain text or YAML with yaml.safe_load
+_TEXT_STATE_TYPES = (EpochCounter, sb.Brain, SaveableDataLoader, LoopedLoader)
+
+
+def _weights_only_hook(name: str, obj):
+    """The load hook of a recoverable that reads no pickle beyond weights (None: SpeechBrain's is safe)."""
+    if isinstance(obj, ReduceLROnPlateau):
+        return _load_plateau
+    if isinstance(obj, _STATE_DICT_TYPES):
+        return _load_state_dict
+    if isinstance(obj, _TEXT_STATE_TYPES):
+        return None
+    raise TypeError(f"checkpoint recoverable {name!r}: no weights-only loader for {type(obj).__name__}")
+
+
+def _write_failure(err: Exception) -> str:
+    """A failed write of a checkpoint in a few words (``torch.save`` reports a full disk in many ways)."""
+    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        return f"the disk is full or a file size limit was reached: {err.strerror}"
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)  # torch's C++ location
+    return f"the write failed, is the disk full? ({text})"
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -40,7 +105,13 @@ class AtomicCheckpointer(Checkpointer):
     during a save leaves a folder that looks like a checkpoint but cannot be loaded. Here each
     checkpoint is written into a temporary folder (a name SpeechBrain does not list) and renamed
     to its final ``CKPT+...`` name once every file is on disk. Temporary folders left by a killed
-    save are removed, with a warning, the next time the checkpointer starts.
+    save are removed, with a warning, the next time the checkpointer starts; a save that fails
+    (a full disk) removes its own and raises :class:`CheckpointError`, the earlier checkpoints intact.
+
+    Every parameter file is read with :func:`load_weights` (``weights_only=True``), through load
+    hooks that replace SpeechBrain's ``torch.load`` calls; objects whose SpeechBrain loader reads
+    plain text or YAML (epoch counter, Brain, data loaders) keep it, and any other kind of
+    recoverable is refused when a checkpoint is loaded.
     """
 
     def __init__(self, checkpoints_dir, *args, **kwargs):
@@ -52,15 +123,34 @@ class AtomicCheckpointer(Checkpointer):
 
     def _new_checkpoint_dirpath(self):
         final = super()._new_checkpoint_dirpath()
-        return final.with_name(_TMP_PREFIX + final.name)
+        self._saving = final.with_name(_TMP_PREFIX + final.name)
+        return self._saving
 
     def _custom_checkpoint_dirpath(self, name):
         final = super()._custom_checkpoint_dirpath(name)
-        return final.with_name(_TMP_PREFIX + final.name)
+        self._saving = final.with_name(_TMP_PREFIX + final.name)
+        return self._saving
+
+    def _call_load_hooks(self, checkpoint):
+        for name, obj in self.recoverables.items():
+            if name not in self.custom_load_hooks:
+                hook = _weights_only_hook(name, obj)
+                if hook is not None:
+                    self.custom_load_hooks[name] = hook
+        super()._call_load_hooks(checkpoint)
 
     def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006 (SB's signature)
-        # SpeechBrain would log the temporary folder's name; the final one is logged below
-        ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=logging.DEBUG)
+        self._saving = None
+        try:
+            # SpeechBrain would log the temporary folder's name; the final one is logged below
+            ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=logging.DEBUG)
+        except (OSError, RuntimeError) as err:  # e.g. a full disk: torch.save raises RuntimeError or OSError
+            if self._saving is not None:
+                shutil.rmtree(self._saving, ignore_errors=True)
+            raise CheckpointError(
+                f"{self.checkpoints_dir}: could not write a checkpoint: {_write_failure(err)}; the earlier "
+                "checkpoints are intact: free some space and run the same command to resume"
+            ) from None
         if ckpt is not None:  # main process: every file is written, publish the folder
             final = ckpt.path.with_name(ckpt.path.name[len(_TMP_PREFIX) :])
             if final.exists():  # a custom name saved twice: replace the old one

@@ -127,6 +127,7 @@ def load_best_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded
     Raises:
         ModelFolderError: no model record, no complete checkpoint, or weights of another model.
     """
+    import torch
     import yaml
 
     from dereverb.models import MODELS
@@ -157,6 +158,11 @@ def load_best_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded
     best_key, _, ckpt = max(candidates)
     state = _read_state_dict(ckpt / "model.ckpt")
     try:
+        cls.check_config(config)  # sizes in range before anything is built
+        with torch.device("meta"):  # shapes against the checkpoint's before any memory is allocated
+            shapes = {k: tuple(v.shape) for k, v in cls(**config).state_dict().items()}
+        if shapes != {k: tuple(v.shape) for k, v in state.items()}:
+            raise ValueError("its tensors' names or shapes differ from model_config.json's")
         model = cls(**config)
         model.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError, OSError, KeyError) as err:
@@ -168,120 +174,25 @@ def load_best_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded
     return LoadedModel(model, rate, source, checkpoint=ckpt)
 
 
-_STATE_GLOBALS = frozenset(
-    {
-        ("collections", "OrderedDict"),
-        ("torch._utils", "_rebuild_tensor_v2"),
-        ("torch._utils", "_rebuild_parameter"),
-    }
-)
-"""What the pickle of a state dict of tensors may name, besides ``torch.<Type>Storage``."""
-_STRING_OPS = frozenset(
-    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
-)
-_MEMO_STORE_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
-_MEMO_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
-_MAX_PICKLE_BYTES = 64 * 2**20
-
-
-def _allowed_global(module: str, name: str) -> bool:
-    storage = module == "torch" and name.endswith("Storage") and name.isidentifier()
-    return storage or (module, name) in _STATE_GLOBALS
-
-
-def _pickle_calls(data: bytes) -> str | None:
-    """The first thing a pickle names that a state dict of tensors never does, else None.
-
-    Every callable a pickle can run is named by a ``GLOBAL``/``INST`` opcode, or by ``STACK_GLOBAL``
-    from the two strings on top of the stack (tracked here through the memo), or comes from the
-    ``copyreg`` extension registry (``EXT*``); anything that cannot be told for sure is reported.
-
-    Example:
-        >>> import pickle
-        >>> _pickle_calls(pickle.dumps(print, protocol=3)), _pickle_calls(pickle.dumps(print, protocol=5))
-        ('builtins.print', 'builtins.print')
-        >>> _pickle_calls(pickle.dumps({"a": [1, 2.0]}, protocol=4)) is None
-        True
-    """
-    import pickletools
-
-    recent: list[str | None] = []  # what each stack-pushing opcode pushed (a string or None)
-    memo: dict[int, str | None] = {}
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            name = op.name
-            if name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                if not _allowed_global(module, attr):
-                    return f"{module}.{attr}"
-                recent.append(None)
-            elif name == "STACK_GLOBAL":
-                if len(recent) < 2 or not all(isinstance(v, str) for v in recent[-2:]):
-                    return "a global it builds at load time"
-                if not _allowed_global(recent[-2], recent[-1]):
-                    return f"{recent[-2]}.{recent[-1]}"
-                recent.append(None)
-            elif name.startswith("EXT"):
-                return "a copyreg extension"
-            elif name in _STRING_OPS:
-                recent.append(arg if isinstance(arg, str) else None)
-            elif name == "MEMOIZE":
-                memo[len(memo)] = recent[-1] if recent else None
-            elif name in _MEMO_STORE_OPS:
-                memo[int(arg)] = recent[-1] if recent else None
-            elif name in _MEMO_GET_OPS:
-                recent.append(memo.get(int(arg)))
-            elif name not in ("FRAME", "PROTO"):
-                recent.append(None)
-    except (ValueError, TypeError, KeyError, IndexError) as err:  # pickletools on a malformed stream
-        return f"a malformed pickle ({type(err).__name__})"
-    return None
-
-
 def _read_state_dict(path: Path) -> dict:
-    """A state dict of tensors from a checkpoint ``torch.save`` wrote, without running any code in it.
-
-    The file must be the zip archive ``torch.save`` writes; its pickle is checked opcode by opcode to
-    name nothing but the tensor rebuilders and ``OrderedDict`` before ``torch.load(weights_only=True)``
-    reads it, so a tampered file is refused whatever torch version or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``.
+    """A state dict of tensors from a checkpoint ``torch.save`` wrote, read as data only
+    (:func:`dereverb.weights.load_weights`).
 
     Raises:
-        ModelFolderError: unreadable, not a zip checkpoint, or a pickle that is not a plain state dict.
+        ModelFolderError: unreadable, or not a plain state dict of tensors (one line naming the file).
     """
-    import pickle
-    import zipfile
-
     import torch
 
     from dereverb.pretrained import ModelFolderError
+    from dereverb.weights import CheckpointError, load_weights
 
-    refused = "not a plain state dict of tensors; refusing to load it (a tampered or foreign checkpoint)"
+    remedy = "refusing to load it (a tampered or foreign checkpoint)"
     try:
-        with zipfile.ZipFile(path) as archive:
-            pickles = [i for i in archive.infolist() if i.filename.endswith(".pkl")]
-            if len(pickles) != 1 or not pickles[0].filename.endswith("/data.pkl"):
-                raise ModelFolderError(f"{path}: not a checkpoint as torch.save writes it (no single data.pkl)")
-            if pickles[0].file_size > _MAX_PICKLE_BYTES:
-                raise ModelFolderError(f"{path}: its data.pkl holds {pickles[0].file_size} bytes; {refused}")
-            data = archive.read(pickles[0])
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError):
-        raise ModelFolderError(
-            f"{path}: not a zip checkpoint as torch.save writes it; refusing to unpickle it"
-        ) from None
-    except OSError as err:
-        raise ModelFolderError(f"{path}: cannot read it ({err.strerror or err})") from None
-    calls = _pickle_calls(data)
-    if calls:
-        raise ModelFolderError(f"{path}: its pickle names {calls}, so it is {refused}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelFolderError(f"{path}: {refused}") from None
-    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, OSError, EOFError) as err:
-        first = " ".join(str(err).split())[:200]
-        raise ModelFolderError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from None
+        state = load_weights(path, remedy)
+    except CheckpointError as err:
+        raise ModelFolderError(str(err)) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelFolderError(f"{path}: holds a {type(state).__name__}, {refused}")
+        raise ModelFolderError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors; {remedy}")
     return state
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -194,6 +195,11 @@ def _score_star(args) -> Scores:
     return score(*args)
 
 
+def _ignore_sigint() -> None:
+    """Worker processes leave Ctrl-C to the main process (which stops them), instead of each printing a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Scorer:
     """Scores many utterances, in parallel worker processes.
 
@@ -223,7 +229,9 @@ class Scorer:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: the workers must not inherit the parent's torch threads or CUDA state
-            self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+            )
         return self._pool
 
     def score_many(self, references: Sequence[np.ndarray], estimates: Sequence[np.ndarray]) -> list[Scores]:

@@ -116,12 +116,37 @@ def test_primary_configs_differ_only_in_what_they_say():
         (["model.H=abc"], r"^model\.H: 'abc' is not valid \(an integer >= 1\)"),
         (["model.R=0"], r"^model\.R: 0 "),
         (["model.skip_channels=-1"], r"^model\.skip_channels: -1 "),
+        (["+run.foo=1"], r"^run\.foo: unknown key \(the recipe does not read it; run takes batch_size, "),
+        (["+optim.betas=[0.8,0.9]"], r"^optim\.betas: unknown key "),
+        (["+model.dropout=0.1"], r"^model\.dropout: unknown key "),
+        (["model=tcn", "+model.offset_groups=2"], r"^model\.offset_groups: unknown key "),  # a DTCN argument
+        (["+loss.stft_weight=2"], r"^loss\.stft_weight: unknown key "),  # an argument of si_sdr_stft only
     ],
 )
 def test_validate_refuses_bad_values_with_one_line_naming_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match) as info:
         validate(compose("dtcn", overrides))
     assert "\n" not in str(info.value)
+
+
+def test_the_known_keys_are_the_keys_of_the_configs():
+    from dereverb.train import OPTIM_KEYS, RUN_KEYS
+
+    for name in PRIMARY:
+        cfg = compose(name)
+        assert set(cfg.run) == RUN_KEYS
+        assert set(cfg.optim) == OPTIM_KEYS
+
+
+@pytest.mark.parametrize("name", PRIMARY)
+def test_the_job_log_is_not_written_before_the_run_folder_is_locked(name):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name=name, return_hydra_config=True)
+    assert list(cfg.hydra.job_logging.handlers) == ["console"]  # Hydra's default adds a train.log file
+    assert list(cfg.hydra.job_logging.root.handlers) == ["console"]
 
 
 def test_validate_checks_the_data_folders_exist(tmp_path):

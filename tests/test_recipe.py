@@ -224,11 +224,11 @@ def test_smoke_run_on_paired_folders(smoke_run):
 def test_resume_with_another_model_config_is_refused(smoke_run, pairs):
     tmp, out, proc = smoke_run
     _ok(proc)
-    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix != ".log"}
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     line = _one_line_error(_train(tmp / "cwd", *_smoke_args(pairs, tmp, out, "model.H=48")))
     assert str(out) in line
     assert "(H differ)" in line
-    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.suffix != ".log"}
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     assert after == before  # nothing of the old run touched
 
 
@@ -579,6 +579,8 @@ def test_nonfinite_loss_through_train_py_exits_with_one_line(pairs, tmp_path):
         (["data=folder"], "data.root is required"),
         (["run.precision=fp8"], "run.precision: 'fp8' is not valid"),
         (["model.L=15"], "model: L (encoder window) must be even"),  # the model's own check, before the data
+        (["model.max_offset=inf"], "model: max_offset must be a finite number"),
+        (["model.R=1000000000"], "model: X * R (blocks) must be at most 1024"),
     ],
 )
 def test_invalid_values_exit_with_one_line(overrides, expected, tmp_path):
@@ -587,6 +589,7 @@ def test_invalid_values_exit_with_one_line(overrides, expected, tmp_path):
         _train(tmp_path / "cwd", *overrides, f"data.save_folder={tmp_path / 'p'}", f"output_dir={out}")
     )
     assert expected in line
+    assert not out.exists()  # not even Hydra's job log
     assert not (out / "save").exists()
     assert not (out / "config.yaml").exists()
     assert not (tmp_path / "p").exists()
@@ -682,3 +685,285 @@ def test_max_minutes_decision_is_shared_by_all_ddp_processes(monkeypatch, tmp_pa
     assert calls == [0.0]  # this process voted "go on"
     assert brain._optimizer_step_limit_exceeded is True  # and stays stopped, without asking again
     assert calls == [0.0]
+
+
+# --------------------------------------------------------------------------------------------
+# 9. faults: a folder in use, a tampered checkpoint, a full disk, Ctrl-C, refused runs leave nothing
+
+
+def _wrapped_train(code: list[str], args: list[str]) -> list[str]:
+    """``python -c`` that runs ``code`` (e.g. a patch of the Brain), then ``train.py conf/dtcn.yaml ARGS``."""
+    lines = [
+        "import runpy, sys",
+        *code,
+        f"sys.argv = {[TRAIN, CONFIG, *args]!r}",
+        f"runpy.run_path({TRAIN!r}, run_name='__main__')",
+    ]
+    return [sys.executable, "-c", "\n".join(lines)]
+
+
+def _lock_holder(out: Path) -> int | None:
+    try:
+        return json.loads((out / ".lock").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_a_second_training_on_the_same_folder_is_refused_while_the_first_runs(pairs, tmp_path):
+    out, ready, go = tmp_path / "out", tmp_path / "ready", tmp_path / "go"
+    args = _smoke_args(pairs, tmp_path, out)
+    # the first training holds the folder, then waits for the test before its first batch
+    hold = [
+        "import os, time",
+        "from dereverb.brain import DereverbBrain",
+        "start = DereverbBrain.on_fit_start",
+        "def waiting(self):",
+        "    start(self)",
+        f"    open({str(ready)!r}, 'w').close()",
+        "    deadline = time.monotonic() + 240",
+        f"    while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:",
+        "        time.sleep(0.05)",
+        "DereverbBrain.on_fit_start = waiting",
+    ]
+    (tmp_path / "cwd").mkdir()
+    first = subprocess.Popen(
+        _wrapped_train(hold, args), cwd=tmp_path / "cwd", env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not ready.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _lock_holder(out) == first.pid, "the first training did not lock its folder"
+        before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+        line = _one_line_error(_train(tmp_path / "cwd", *args))
+        assert line.startswith(f"train.py: error: {out} is in use by another training (pid {first.pid} on host "), line
+        assert line.endswith("; wait for it or choose another name or seed")
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing touched
+        go.touch()
+        stdout, stderr = first.communicate(timeout=240)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    _ok(subprocess.CompletedProcess(first.args, first.returncode, stdout, stderr))
+    _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))
+    assert (out / "train_log.txt").read_text().count("epoch: 1,") == 1  # one training wrote it
+
+
+def test_run_lock_names_its_holder_and_a_stale_lock_file_does_not_block(tmp_path):
+    from dereverb.train import RunLock, TrainingError
+
+    folder = tmp_path / "results" / "x" / "1"
+    (folder).mkdir(parents=True)
+    # left by a training that died (the kernel released its lock): taken over
+    (folder / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": "gone", "started": "long ago"}))
+    held = RunLock(folder)
+    held.acquire()
+    assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
+    # another process is refused, with the holder's process id and host
+    code = (
+        "import sys; from dereverb.train import RunLock, TrainingError\n"
+        f"try:\n    RunLock({str(folder)!r}).acquire()\nexcept TrainingError as err:\n    sys.exit(str(err))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"{folder} is in use by another training (pid {os.getpid()} on host "), proc.stderr
+    with pytest.raises(TrainingError, match=rf"\(pid {os.getpid()} on host .*, started "):
+        RunLock(folder).acquire()  # a second lock in this process is refused too
+    held.release()
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    again = RunLock(folder)
+    again.acquire()
+    again.release()
+
+
+class _Payload:
+    """Unpickling this creates a file: a checkpoint must never be loaded with pickle's full powers."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("name", ["model", "optimizer", "lr_scheduler"])
+def test_a_tampered_checkpoint_file_is_refused_before_it_runs(name, tmp_path, monkeypatch):
+    from speechbrain.nnet.schedulers import ReduceLROnPlateau
+    from speechbrain.utils.epoch_loop import EpochCounter
+
+    from dereverb.brain import AtomicCheckpointer, CheckpointError
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch.load without weights_only would unpickle
+    model = torch.nn.Linear(2, 2)
+
+    def recoverables():
+        return {
+            "model": model,
+            "optimizer": torch.optim.Adam(model.parameters()),
+            "lr_scheduler": ReduceLROnPlateau(),
+            "counter": EpochCounter(3),
+        }
+
+    ckpt = AtomicCheckpointer(tmp_path / "save", recoverables=recoverables()).save_checkpoint(meta={"n": 1})
+    assert AtomicCheckpointer(tmp_path / "save", recoverables=recoverables()).recover_if_possible() is not None
+    marker = tmp_path / "pwned"
+    torch.save({"state": _Payload(marker), "param_groups": []}, ckpt.path / f"{name}.ckpt")
+    with pytest.raises(CheckpointError) as info:
+        AtomicCheckpointer(tmp_path / "save", recoverables=recoverables()).recover_if_possible()
+    assert not marker.exists()
+    message = str(info.value)
+    assert message == (
+        f"{ckpt.path / f'{name}.ckpt'}: not a plain weights file (it would run io.open when loaded); "
+        "delete that checkpoint folder or choose another run folder"
+    )
+    assert "weights_only=False" not in message
+
+
+def test_a_checkpoint_file_that_does_not_fit_is_refused_with_one_line(tmp_path):
+    from dereverb.brain import AtomicCheckpointer, CheckpointError
+
+    ckpt = AtomicCheckpointer(tmp_path / "save", recoverables={"model": torch.nn.Linear(2, 2)}).save_checkpoint()
+    torch.save({"weight": torch.zeros(3, 3)}, ckpt.path / "model.ckpt")  # plain weights, of another model
+    with pytest.raises(CheckpointError, match=r"model\.ckpt: does not fit this run's Linear \(") as info:
+        AtomicCheckpointer(tmp_path / "save", recoverables={"model": torch.nn.Linear(2, 2)}).recover_if_possible()
+    assert "\n" not in str(info.value)
+    assert str(info.value).endswith("; delete that checkpoint folder or choose another run folder")
+
+
+def test_resuming_from_a_tampered_checkpoint_exits_with_one_line(smoke_run, pairs, tmp_path):
+    import shutil
+
+    tmp, done, proc = smoke_run
+    _ok(proc)
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    (ckpt,) = _checkpoints(out)
+    marker = tmp_path / "pwned"
+    torch.save({"state": _Payload(marker), "param_groups": []}, ckpt / "optimizer.ckpt")
+    env = {**_env(), "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    resumed = subprocess.run(_command(*_smoke_args(pairs, tmp, out, "run.epochs=2")), cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert not marker.exists(), "the checkpoint's payload ran"
+    line = _one_line_error(resumed)
+    assert line == (
+        f"train.py: error: {ckpt / 'optimizer.ckpt'}: not a plain weights file (it would run io.open when loaded); "
+        "delete that checkpoint folder or choose another run folder"
+    )
+    assert _checkpoints(out) == [ckpt]
+
+
+def test_a_checkpoint_save_that_fails_keeps_the_earlier_ones(tmp_path, monkeypatch):
+    import errno
+
+    from dereverb.brain import AtomicCheckpointer, CheckpointError
+
+    model = torch.nn.Linear(2, 2)
+    checkpointer = AtomicCheckpointer(tmp_path / "save", recoverables={"model": model})
+    good = checkpointer.save_checkpoint(meta={"n": 1})
+    saved = (good.path / "model.ckpt").read_bytes()
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setitem(checkpointer.custom_save_hooks, "model", full)
+    with pytest.raises(CheckpointError) as info:
+        checkpointer.save_and_keep_only(meta={"n": 2})
+    assert str(info.value).startswith(
+        f"{tmp_path / 'save'}: could not write a checkpoint: the disk is full or a file size limit was reached: "
+        "No space left on device; the earlier checkpoints are intact"
+    )
+    assert sorted(p.name for p in (tmp_path / "save").iterdir()) == [good.path.name]  # no torn folder left
+    assert (good.path / "model.ckpt").read_bytes() == saved
+
+
+def test_a_full_disk_during_training_exits_with_one_line_and_keeps_the_checkpoints(smoke_run, pairs, tmp_path):
+    import resource
+    import shutil
+
+    tmp, done, proc = smoke_run
+    _ok(proc)
+    out = tmp_path / "out"
+    shutil.copytree(done, out)
+    (ckpt,) = _checkpoints(out)
+    files = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    assert len(files["model.ckpt"]) > 20_000
+
+    def small_files():  # every write past 20 kB fails with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    (tmp_path / "cwd").mkdir()
+    command = _command(*_smoke_args(pairs, tmp, out, "run.epochs=2"))
+    resumed = subprocess.run(
+        command, cwd=tmp_path / "cwd", env=_env(), capture_output=True, text=True, timeout=300, preexec_fn=small_files
+    )
+    line = _one_line_error(resumed)
+    assert line.startswith(f"train.py: error: {out / 'save'}: could not write a checkpoint: "), line
+    assert "is the disk full?" in line
+    assert line.endswith("the earlier checkpoints are intact: free some space and run the same command to resume")
+    assert _checkpoints(out) == [ckpt]
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == files
+    assert not list((out / "save").glob("tmp-*"))
+
+
+def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
+    data = _pairs(tmp_path / "pairs", 25, seconds=0.25)  # 20 training pairs: 20 batches of 1
+    out = tmp_path / "out"
+    args = _smoke_args(
+        data, tmp_path, out, "run.batch_size=1", "run.limit_train_batches=20", "run.ckpt_interval_steps=1"
+    )
+    (tmp_path / "cwd").mkdir()
+    first = subprocess.Popen(
+        _command(*args), cwd=tmp_path / "cwd", env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not _checkpoints(out) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1:] == ["train.py: interrupted; run the same command to resume"], stderr
+    assert "Traceback" not in stderr
+    assert not (out / "model").exists()
+
+    second = _ok(_train(tmp_path / "cwd", *args))
+    assert "Loading a checkpoint from " in second.stdout
+    assert re.search(r"epoch 1: resuming after batch \d+ ", second.stdout), second.stdout[-3000:]
+    _check_run_folder(out, n_test=len(_test_ids(tmp_path / "prepared")))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("+run.foo=1", "train.py: error: run.foo: unknown key (the recipe does not read it; run takes "),
+        ("+optim.betas=[0.8,0.9]", "train.py: error: optim.betas: unknown key "),
+        ("+model.dropout=0.1", "train.py: error: model.dropout: unknown key "),
+        ("+loss.stft_weight=2", "train.py: error: loss.stft_weight: unknown key "),
+    ],
+)
+def test_unknown_keys_appended_with_a_plus_are_refused(override, expected, tmp_path):
+    out = tmp_path / "out"
+    line = _one_line_error(
+        _train(tmp_path / "cwd", override, f"data.save_folder={tmp_path / 'p'}", f"output_dir={out}")
+    )
+    assert line.startswith(expected), line
+    assert not out.exists()
+
+
+def test_a_refused_run_leaves_no_new_file_in_an_existing_run_folder(smoke_run, pairs):
+    tmp, out, proc = smoke_run
+    _ok(proc)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    line = _one_line_error(_train(tmp / "cwd", *_smoke_args(pairs, tmp, out, "optim.lr=-1")))
+    assert "optim.lr: -1 is not valid" in line
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # no train.log, nothing appended
