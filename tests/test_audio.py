@@ -162,15 +162,8 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     assert sorted(os.listdir(tmp_path)) == ["a.wav", "b.txt"]
 
 
-def test_unwritable_folder_error_names_the_output_not_the_temporary_file(tmp_path, monkeypatch):
-    real_open = os.open
-
-    def denied(path, flags, *args, **kwargs):  # what the kernel says in a read-only folder (root ignores modes)
-        if str(path).startswith(str(tmp_path)) and flags & os.O_CREAT:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", denied)
+def test_unwritable_folder_error_names_the_output_not_the_temporary_file(tmp_path, deny_creation):
+    deny_creation(tmp_path)
     with pytest.raises(PermissionError) as err:
         write_audio(tmp_path / "a.wav", _tone(), 8000)
     assert err.value.filename == str(tmp_path / "a.wav")

@@ -724,20 +724,11 @@ def test_an_existing_output_is_reported_with_the_cli_flag(model_dir, reverberant
     assert _left_behind(tmp_path) == []
 
 
-def test_unwritable_folder_message_names_the_output(model_dir, reverberant, tmp_path, capsys, monkeypatch):
-    import os
-
+def test_unwritable_folder_message_names_the_output(model_dir, reverberant, tmp_path, capsys, deny_creation):
     src = _write(tmp_path / "in.wav", _level(reverberant, 0.5), 8000)
     ro = tmp_path / "ro"
     ro.mkdir()
-    real_open = os.open
-
-    def denied(path, flags, *args, **kwargs):  # what the kernel says in a read-only folder (root ignores modes)
-        if str(path).startswith(str(ro)) and flags & os.O_CREAT:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", denied)
+    deny_creation(ro)
     assert main([str(src), "-o", str(ro / "out.wav"), "--model", str(model_dir), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
