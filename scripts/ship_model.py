@@ -197,12 +197,14 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
         v = s.get("validation", {})
         val = ", ".join(f"{k} {v[k]:.3f}" for k in v if k.endswith(METRICS) or k.startswith("pesq"))
         hours = s.get("train_seconds", 0) / 3600
-        lines.append(f"| {i} | {s['optimizer_steps']:,} | {hours:.2f} | {s.get('epoch', '')} | {hw} | {val} |")
+        estimated = " (from file times)" if s.get("train_seconds_source") else ""
+        cells = [str(i), f"{s['optimizer_steps']:,}", f"{hours:.2f}{estimated}", str(s.get("epoch", "")), hw, val]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Commands, in order (each stage runs in the repository root; the later ones continue from the "
               "model folder of the one before with `init_from=`):", "", "```bash"]  # fmt: skip
     lines += [s["command"] for s in training["stages"] if s.get("command")]
     lines += [commands["ship"], "```", "", "## Results", ""]
-    lines += [f"Test set: {summary['data']} ({summary['n_utterances']} utterances); metrics at "
+    lines += [f"Test set: {commands['data']} (its test split, {summary['n_utterances']} utterances); metrics at "
               f"{summary['metric_rate']} Hz, means; Δ with the 95 % confidence interval of the mean:",
               "", "```bash", commands["evaluate"], "```", ""]  # fmt: skip
     lines += results_table(summary)
@@ -271,9 +273,21 @@ def main(argv: list[str] | None = None) -> int:
             if result.summary.get("second_reference") != "early":
                 raise DataError(f"--data {' '.join(args.data)}: the test set has no early references")
             rel = dest.resolve().relative_to(REPO) if dest.resolve().is_relative_to(REPO) else dest
+            parts = run.resolve().parts  # the run as the recipe names it: results/<name>/<seed>
+            shown_run = Path(*parts[parts.index("results") :]) if "results" in parts else run
             commands = {
+                "data": " ".join(data),
                 "ship": shlex.join(
-                    ["python", "scripts/ship_model.py", str(run), "--name", args.name, "--out", str(rel), "--evaluate"]
+                    [
+                        "python",
+                        "scripts/ship_model.py",
+                        str(shown_run),
+                        "--name",
+                        args.name,
+                        "--out",
+                        str(rel),
+                        "--evaluate",
+                    ]
                 ),
                 "evaluate": shlex.join(
                     [
