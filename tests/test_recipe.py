@@ -834,7 +834,8 @@ def test_a_checkpoint_file_that_does_not_fit_is_refused_with_one_line(tmp_path):
     assert str(info.value).endswith("; delete that checkpoint folder or choose another run folder")
 
 
-def test_resuming_from_a_tampered_checkpoint_exits_with_one_line(smoke_run, pairs, tmp_path):
+def _copy_of_smoke_run(smoke_run, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A copy of the finished smoke run to tamper with: ``(its tmp folder, the copy, its checkpoint)``."""
     import shutil
 
     tmp, done, proc = smoke_run
@@ -842,6 +843,11 @@ def test_resuming_from_a_tampered_checkpoint_exits_with_one_line(smoke_run, pair
     out = tmp_path / "out"
     shutil.copytree(done, out)
     (ckpt,) = _checkpoints(out)
+    return tmp, out, ckpt
+
+
+def test_resuming_from_a_tampered_checkpoint_exits_with_one_line(smoke_run, pairs, tmp_path):
+    tmp, out, ckpt = _copy_of_smoke_run(smoke_run, tmp_path)
     marker = tmp_path / "pwned"
     torch.save({"state": _Payload(marker), "param_groups": []}, ckpt / "optimizer.ckpt")
     env = {**_env(), "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -882,13 +888,8 @@ def test_a_checkpoint_save_that_fails_keeps_the_earlier_ones(tmp_path, monkeypat
 
 def test_a_full_disk_during_training_exits_with_one_line_and_keeps_the_checkpoints(smoke_run, pairs, tmp_path):
     import resource
-    import shutil
 
-    tmp, done, proc = smoke_run
-    _ok(proc)
-    out = tmp_path / "out"
-    shutil.copytree(done, out)
-    (ckpt,) = _checkpoints(out)
+    tmp, out, ckpt = _copy_of_smoke_run(smoke_run, tmp_path)
     files = {p.name: p.read_bytes() for p in ckpt.iterdir()}
     assert len(files["model.ckpt"]) > 20_000
 
