@@ -99,7 +99,7 @@ def _run() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from dereverb.data.errors import DataError
+    from dereverb.errors import DataError
     from dereverb.train import ConfigError, TrainingError, main, output_folder  # light: registers the resolver
 
     @hydra.main(config_path=config_dir, config_name=config_name, version_base="1.3")

@@ -66,15 +66,16 @@ import torch
 from torch import Tensor
 
 from dereverb.allocator import release_free_memory
-from dereverb.data.audio import AudioInfo, OutputExistsError, atomic_path, audio_info, check_samples, resample_audio
-from dereverb.data.errors import DataError
+from dereverb.atomic import atomic_file
+from dereverb.data.audio import AudioInfo, audio_info, check_samples, resample_audio
+from dereverb.errors import ConfigError, DataError, EnhanceError, OutputExistsError
+from dereverb.loading import check_device
 
 __all__ = [
     "DEFAULT_CHUNK_SECONDS",
     "Dereverberator",
     "EnhanceError",
     "calibrate_gain",
-    "check_device",
     "default_model",
     "main",
     "output_format",
@@ -87,36 +88,8 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 _SILENCE = 1e-10  # mean power under which a segment is treated as silent (gain 1)
 
 
-class EnhanceError(ValueError):
-    """Inference cannot run (the message, one line, says why)."""
-
-
 class _OutputNotFinite(EnhanceError):
     """The model's output holds NaN or Inf: raised by a segment, given the file's name by ``enhance_file``."""
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """The :class:`torch.device` for ``device`` when inference can run on it here.
-
-    Raises:
-        EnhanceError: not a device name, a device type inference does not run on (``meta``,
-            ...), or one this machine does not have (no CUDA, no such CUDA index, no MPS).
-    """
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise EnhanceError(f"{device}: unknown device (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise EnhanceError(f"{device}: no CUDA device is available here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise EnhanceError(f"{device}: unavailable, this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise EnhanceError(f"{device}: no MPS device is available here")
-    elif dev.type != "cpu":
-        raise EnhanceError(f"{device}: not a device inference runs on (use cpu, cuda or cuda:N)")
-    return dev
 
 
 def default_model(sample_rate: int) -> str:
@@ -558,7 +531,7 @@ class Dereverberator:
             fmt, subtype = output_format(out, info, subtype, mix_down)
             clipped = [0]
             with (
-                atomic_path(out, overwrite) as tmp,
+                atomic_file(out, overwrite) as tmp,
                 sf.SoundFile(str(path)) as src,
                 _output_file(out, tmp, info.sample_rate, channels, subtype, fmt) as dst,
             ):
@@ -848,8 +821,8 @@ def _settings(args) -> tuple[str | float, torch.device]:
         )
     try:
         device = check_device(args.device)
-    except EnhanceError as err:
-        raise EnhanceError(f"--device {err}") from None
+    except ConfigError as err:
+        raise ConfigError(f"--device {err}") from None
     return gain, device
 
 
@@ -887,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(_error_line(DataError(line)), file=sys.stderr)
             print(_error_line(err), file=sys.stderr)
             return 2
-        except (DataError, EnhanceError, ModelFolderError, OSError) as err:
+        except (DataError, EnhanceError, ConfigError, ModelFolderError, OSError) as err:
             print(_error_line(err), file=sys.stderr)
             return 2
         for dst in skipped:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import stat
 from pathlib import Path
 
@@ -31,6 +29,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import dereverb
+from dereverb.atomic import atomic_folder
+from dereverb.errors import ModelFolderError
 from dereverb.models import MODELS, TasNet
 
 __all__ = ["PRETRAINED_DIR", "ModelFolderError", "from_pretrained", "list_pretrained", "save_pretrained"]
@@ -45,10 +45,6 @@ GAIN_RANGE = (1e-4, 1e4)
 _DTYPE_NAMES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
                 torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
                 torch.bool: "BOOL"}  # fmt: skip
-
-
-class ModelFolderError(ValueError):
-    """A folder that is not a usable dereverb model (the message says why, in one line)."""
 
 
 def list_pretrained() -> list[str]:
@@ -89,18 +85,6 @@ def _count_non_finite(tensor: torch.Tensor) -> int:
     if not tensor.is_floating_point():
         return 0
     return int(tensor.numel() - torch.isfinite(tensor).sum().item())
-
-
-def _make_hidden_dir(folder: Path, tag: str = "tmp") -> Path:
-    """A new empty hidden folder beside ``folder``, with the user's umask (unlike ``tempfile.mkdtemp``'s 0700)."""
-    for _ in range(100):
-        path = folder.with_name(f".{folder.name}.{tag}-{secrets.token_hex(4)}")
-        try:
-            path.mkdir(mode=0o777)
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"{folder.parent}: cannot create a temporary folder beside {folder.name}")
 
 
 def _replaceable(folder: Path) -> bool:
@@ -171,9 +155,13 @@ def save_pretrained(
         if bad:
             raise ValueError(f"{name} tensor {key} has {bad} NaN/Inf values: not saving weights that cannot be loaded")
     n_params = sum(p.numel() for p in model.parameters())
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _make_hidden_dir(folder)
-    try:
+
+    def replace(existing: Path) -> bool:  # it may have appeared, or changed, while writing
+        if overwrite and _replaceable(existing):
+            return True
+        raise FileExistsError(f"{existing} exists and is not a dereverb model folder: not replacing it")
+
+    with atomic_folder(folder, on_exists=replace) as tmp:
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": FORMAT, "class": name})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (tmp / CARD_FILE).write_text(model_card or _card_stub(model, sample_rate, n_params))
@@ -181,21 +169,6 @@ def save_pretrained(
         file_mode = stat.S_IMODE(tmp.stat().st_mode) & 0o666
         for path in tmp.iterdir():
             path.chmod(file_mode)
-        if folder.exists() or folder.is_symlink():
-            old = _make_hidden_dir(folder, "old")
-            folder.rename(old / folder.name)
-            try:
-                tmp.rename(folder)
-            except OSError:
-                (old / folder.name).rename(folder)
-                old.rmdir()
-                raise
-            shutil.rmtree(old)
-        else:
-            tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return folder
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from dereverb import __version__
+from dereverb.errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
     import torch
@@ -80,14 +81,6 @@ RUN_KEYS = frozenset(
 OPTIM_KEYS = frozenset({"lr", "weight_decay", "max_grad_norm", "plateau_factor", "plateau_patience", "min_lr"})
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-class ConfigError(ValueError):
-    """A configuration value the recipe cannot run with (one line naming the key)."""
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss stayed non-finite); the message says why."""
 
 
 def _window(sample_rate) -> int:
@@ -559,7 +552,7 @@ def main(cfg: DictConfig) -> Path:
 
     Raises:
         ConfigError: a bad configuration value, before any work starts.
-        dereverb.data.errors.DataError: bad data settings (before anything is written) or bad data.
+        dereverb.errors.DataError: bad data settings (before anything is written) or bad data.
         TrainingError: another training holds the output folder (see :class:`RunLock`); the loss
             stayed non-finite (see ``run.nonfinite_patience``); a checkpoint of the folder is not a
             plain weights file; a write failed (a full disk). The earlier checkpoints stay intact.

@@ -14,13 +14,11 @@ import warnings
 
 import torch
 
+from dereverb.errors import CheckpointError
+
 __all__ = ["CheckpointError", "load_weights"]
 
 REMEDY = "delete that checkpoint folder or choose another run folder"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that may not be read, or that could not be written (one line naming the file or folder)."""
 
 
 def _unsafe_reason(err: Exception) -> str:

@@ -46,8 +46,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from dereverb.data.errors import DataError
 from dereverb.data.speech_pack import format_summary, pack_summary
+from dereverb.errors import DataError
 
 log = logging.getLogger("build_speech_pack")
 

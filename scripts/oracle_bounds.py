@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from dereverb.data.audio import read_audio
-from dereverb.data.errors import DataError
+from dereverb.errors import DataError
 from dereverb.evaluate import load_test_set
 from dereverb.metrics import Scorer, metric_names, summarize
 

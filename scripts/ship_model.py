@@ -27,9 +27,10 @@ from pathlib import Path
 import yaml
 
 from dereverb.data.audio import read_audio
-from dereverb.data.errors import DataError
-from dereverb.evaluate import EvaluationError, LoadedModel, evaluate, load_best_checkpoint, load_test_set
+from dereverb.errors import DataError
+from dereverb.evaluate import EvaluationError, evaluate, load_test_set
 from dereverb.inference import calibrate_gain
+from dereverb.loading import LoadedModel, load_best_checkpoint
 from dereverb.pretrained import CARD_FILE, PRETRAINED_DIR, ModelFolderError, read_config, save_pretrained
 
 REPO = Path(__file__).resolve().parent.parent

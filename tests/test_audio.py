@@ -9,16 +9,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from dereverb.data.audio import (
-    OutputExistsError,
-    atomic_path,
-    audio_info,
-    check_samples,
-    read_audio,
-    resample_audio,
-    write_audio,
-)
-from dereverb.data.errors import DataError
+from dereverb.atomic import atomic_file
+from dereverb.data.audio import audio_info, check_samples, read_audio, resample_audio, write_audio
+from dereverb.errors import DataError, OutputExistsError
 
 
 def _tone(n=800, rate=8000, freq=440.0):
@@ -151,7 +144,7 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
         write_audio(tmp_path / "a.wav", _tone(), 8000)
-        with atomic_path(tmp_path / "b.txt") as tmp:
+        with atomic_file(tmp_path / "b.txt") as tmp:
             with open(tmp, "w") as f:
                 f.write("done")
         write_audio(tmp_path / "a.wav", _tone(), 8000, overwrite=True)

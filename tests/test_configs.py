@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dereverb.config import CONF_DIR, compose
-from dereverb.data.errors import DataError
+from dereverb.errors import DataError
 from dereverb.losses import LOSSES
 from dereverb.models import DTCN, TCN
 from dereverb.train import ConfigError, validate

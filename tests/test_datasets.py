@@ -20,7 +20,7 @@ import torch
 from dereverb.config import CONF_DIR, compose
 from dereverb.data import build_datasets, prepare
 from dereverb.data.datasets import DEFAULTS
-from dereverb.data.errors import DataError
+from dereverb.errors import DataError
 
 RATE = 8000
 TINY_ROOMS = {"t60_range": [0.2, 0.3], "distance_range": [0.5, 1.5]}

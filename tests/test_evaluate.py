@@ -19,7 +19,8 @@ from dereverb.baselines import wpe
 from dereverb.data import rooms, speech_pack
 from dereverb.data.audio import read_audio, write_audio
 from dereverb.data.manifests import write_manifest
-from dereverb.evaluate import evaluate, load_model, main
+from dereverb.evaluate import evaluate, main
+from dereverb.loading import load_model
 from dereverb.metrics import si_sdr
 from dereverb.models import DTCN, TCN
 from dereverb.pretrained import save_pretrained
@@ -526,7 +527,7 @@ def test_tampered_checkpoint_is_refused_without_running_it(tampered_runs, tmp_pa
 
 
 def test_tampered_checkpoint_in_process(tmp_path, monkeypatch):
-    from dereverb.evaluate import load_best_checkpoint
+    from dereverb.loading import load_best_checkpoint
     from dereverb.pretrained import ModelFolderError
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")

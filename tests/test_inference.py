@@ -15,7 +15,7 @@ import torch
 from dereverb import inference
 from dereverb.data import rooms, speech_pack
 from dereverb.data.audio import read_audio
-from dereverb.data.errors import DataError
+from dereverb.errors import ConfigError, DataError
 from dereverb.inference import Dereverberator, EnhanceError, calibrate_gain, default_model, main
 from dereverb.metrics import si_sdr
 from dereverb.models import DTCN, TCN
@@ -623,7 +623,7 @@ def test_cli_bad_settings_in_a_subprocess(model_dir, reverberant, tmp_path):
 
 def test_api_refuses_bad_devices_and_chunk_lengths(model_dir):
     for device in ("foo", "meta", "cuda:99" if torch.cuda.is_available() else "cuda"):
-        with pytest.raises(EnhanceError, match=r"device|CUDA"):
+        with pytest.raises(ConfigError, match=r"device|CUDA"):
             Dereverberator.from_pretrained(model_dir, device=device)
     for chunk in (float("inf"), float("nan"), -1.0, 0, True):
         with pytest.raises(EnhanceError, match="chunk_seconds"):

@@ -12,7 +12,6 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from dereverb.data.errors import DataError
 from dereverb.data.rooms import (
     EARLY_MS,
     Rir,
@@ -24,6 +23,7 @@ from dereverb.data.rooms import (
     sample_room,
     simulate_rir,
 )
+from dereverb.errors import DataError
 
 C = pra.constants.get("c")
 LATENCY = pra.constants.get("frac_delay_length") // 2

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from dereverb.data.errors import DataError
 from dereverb.data.speech_pack import PACK_DIR, SPLITS, format_summary, load_manifest, pack_summary, verify_pack
+from dereverb.errors import DataError
 
 RESERVED = re.compile(r"asterisk-(core-sounds|prompt)-(it|ru)|rir-generator", re.IGNORECASE)
 

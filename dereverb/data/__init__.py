@@ -1,7 +1,6 @@
 """Data: the shipped speech pack, room simulation and the datasets the recipes train on.
 
 Modules:
-    errors: ``DataError``, the one exception every bad-input check raises.
     speech_pack: the clean speech shipped with the project (manifest, splits, licences).
     rooms: room impulse responses simulated with pyroomacoustics, T60 calibration, targets.
     audio: reading and writing audio files with clear errors.
@@ -14,7 +13,7 @@ __all__ = ["build_datasets", "prepare"]
 
 
 def __getattr__(name: str):
-    # imported on first use, so that ``dereverb.data.errors`` stays light for the other modules
+    # imported on first use, so that ``dereverb.errors`` stays light for the other modules
     if name in __all__:
         from dereverb.data import datasets
 

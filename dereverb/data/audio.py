@@ -1,10 +1,10 @@
 """Reading and writing audio files with one-line errors.
 
 :func:`read_audio` returns float32 mono samples at the rate the caller asks for, or raises a
-:class:`~dereverb.data.errors.DataError` that names the file and says what is wrong (missing,
+:class:`~dereverb.errors.DataError` that names the file and says what is wrong (missing,
 empty, not audio, no samples, NaN/Inf, several channels, wrong rate). :func:`check_samples`
 streams through a file once and says where its first NaN/Inf sample is, without holding it in
-memory. :func:`write_audio` writes atomically (through :func:`atomic_path`: a temporary file in
+memory. :func:`write_audio` writes atomically (through :func:`~dereverb.atomic.atomic_file`: a temporary file in
 the same folder, then a rename), never replaces an existing file unless asked, and gives the file
 the permissions the user's umask asks for. The datasets, the evaluation and the inference tools
 all use them.
@@ -12,11 +12,7 @@ all use them.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,31 +20,17 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from dereverb.data.errors import DataError
+from dereverb.atomic import atomic_file
+from dereverb.errors import DataError, OutputExistsError, one_line
 
 __all__ = [
     "AudioInfo",
-    "OutputExistsError",
-    "atomic_path",
     "audio_info",
     "check_samples",
     "read_audio",
     "resample_audio",
     "write_audio",
 ]
-
-
-class OutputExistsError(DataError):
-    """A file would be replaced and replacing it was not asked for.
-
-    Args:
-        path: the existing file.
-        hint: how to allow it, in the caller's terms (a command line says ``--overwrite``).
-    """
-
-    def __init__(self, path: str | os.PathLike, hint: str = "pass overwrite=True to replace it"):
-        self.path = Path(path)
-        super().__init__(f"{path}: file exists ({hint})")
 
 
 @dataclass(frozen=True)
@@ -82,10 +64,6 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{path}: empty file (0 bytes)")
 
 
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Read the header of an audio file (rate, length, channels) without reading its samples.
 
@@ -103,7 +81,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise DataError(f"{path}: not a readable audio file ({_one_line(err)})") from None
+        raise DataError(f"{path}: not a readable audio file ({one_line(err)})") from None
     return AudioInfo(int(info.samplerate), int(info.frames), int(info.channels), str(info.subtype))
 
 
@@ -133,7 +111,7 @@ def check_samples(path: str | os.PathLike, block_frames: int = 1 << 16) -> Audio
         >>> check_samples(path)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        dereverb.data.errors.DataError: ...a.wav: contains NaN or Inf samples (the first at 0.63 s, sample 5040)
+        dereverb.errors.DataError: ...a.wav: contains NaN or Inf samples (the first at 0.63 s, sample 5040)
     """
     path = Path(path)
     info = audio_info(path)
@@ -155,7 +133,7 @@ def check_samples(path: str | os.PathLike, block_frames: int = 1 << 16) -> Audio
                     )
                 done += block.shape[0]
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise DataError(f"{path}: unreadable at {done / info.sample_rate:.2f} s ({_one_line(err)})") from None
+        raise DataError(f"{path}: unreadable at {done / info.sample_rate:.2f} s ({one_line(err)})") from None
     if done != info.frames:
         raise DataError(f"{path}: truncated file (its header says {info.frames} samples, it holds {done})")
     return info
@@ -214,14 +192,14 @@ def read_audio(
         >>> read_audio(path, 8000)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        dereverb.data.errors.DataError: ...a.wav: sample rate 16000 Hz, expected 8000 Hz (resampling not allowed)
+        dereverb.errors.DataError: ...a.wav: sample rate 16000 Hz, expected 8000 Hz (resampling not allowed)
     """
     path = Path(path)
     _check_file(path)
     try:
         x, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise DataError(f"{path}: not a readable audio file ({_one_line(err)})") from None
+        raise DataError(f"{path}: not a readable audio file ({one_line(err)})") from None
     if x.shape[1] != 1:
         raise DataError(f"{path}: {x.shape[1]} channels; only mono audio is supported (mix down or pick a channel)")
     if x.shape[0] == 0:
@@ -283,73 +261,5 @@ def write_audio(
         subtype = "FLOAT" if fmt == "WAV" else sf.default_subtype(fmt)
     if subtype.startswith("PCM") and np.abs(x).max() > 1.0:
         raise DataError(f"{path}: samples outside [-1, 1] would clip in {subtype}; scale them or write FLOAT")
-    with atomic_path(path, overwrite) as tmp:
+    with atomic_file(path, overwrite) as tmp:
         sf.write(tmp, x.astype(np.float32, copy=False), sample_rate, subtype=subtype, format=fmt)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
-    """Yield a temporary file name beside ``path``; on success it becomes ``path`` atomically.
-
-    The caller writes the temporary file. When the block raises (or is interrupted), the
-    temporary file is removed and ``path`` is untouched. Without ``overwrite`` an existing
-    ``path`` is never replaced, even one created while the block ran. The file is created with
-    the permissions the process's umask allows (``0644`` under umask ``022``), as a plain
-    ``open`` would; errors of the file system name ``path``, not the temporary file.
-
-    Raises:
-        OutputExistsError: ``path`` exists (and ``overwrite`` is False).
-        DataError: the folder of ``path`` is missing.
-        OSError: the folder is not writable, or the rename failed (its ``filename`` is ``path``).
-
-    Example:
-        >>> import tempfile, os
-        >>> out = os.path.join(tempfile.mkdtemp(), "a.txt")
-        >>> with atomic_path(out) as tmp:
-        ...     _ = open(tmp, "w").write("done")
-        >>> open(out).read()
-        'done'
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise DataError(f"{path}: folder {path.parent} does not exist")
-    if os.path.lexists(path) and not overwrite:
-        raise OutputExistsError(path)
-    tmp = _create_temporary(path)
-    try:
-        yield tmp
-        try:
-            if overwrite:
-                os.replace(tmp, path)
-            else:
-                try:  # atomic no-overwrite: a hard link fails if the name was taken meanwhile
-                    os.link(tmp, path)
-                except FileExistsError:
-                    raise OutputExistsError(path) from None
-                except OSError:  # file systems without hard links
-                    os.replace(tmp, path)
-        except OSError as err:
-            raise _naming(err, path, "cannot rename the finished temporary file") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _create_temporary(path: Path) -> str:
-    """Create an empty, unique ``.NAME.XXXXXXXX.tmp`` beside ``path``, mode ``0o666`` less the umask."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, flags, 0o666))  # the kernel applies the umask, as for any new file
-            return tmp
-        except FileExistsError:
-            continue
-        except OSError as err:
-            raise _naming(err, path, f"cannot create a file in {path.parent}") from None
-    raise FileExistsError(errno.EEXIST, f"no free temporary file name in {path.parent}", str(path))
-
-
-def _naming(err: OSError, path: Path, what: str) -> OSError:
-    """``err`` again (same class and errno), about ``path`` and saying what failed."""
-    return type(err)(err.errno, f"{what} ({err.strerror or _one_line(err)})", str(path))

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from dereverb.data.audio import audio_info, read_audio, write_audio
-from dereverb.data.errors import DataError
 from dereverb.data.manifests import (
     SETTINGS_FILE,
     BadFiles,
@@ -50,6 +49,7 @@ from dereverb.data.manifests import (
     split_names,
     write_manifest,
 )
+from dereverb.errors import DataError
 
 __all__ = ["DEFAULTS", "KINDS", "SAMPLE_RATES", "SPLITS", "build_datasets", "data_settings", "prepare"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dereverb.data.errors import DataError
+from dereverb.errors import DataError
 
 __all__ = [
     "FORMAT_VERSION",

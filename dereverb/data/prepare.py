@@ -19,7 +19,7 @@ import time
 import types
 from collections.abc import Sequence
 
-from dereverb.data.errors import DataError
+from dereverb.errors import DataError
 
 
 def summary(manifests: dict) -> str:

@@ -42,7 +42,7 @@ import scipy.signal
 import soundfile as sf
 from tqdm import tqdm
 
-from dereverb.data.errors import DataError
+from dereverb.errors import DataError
 
 __all__ = [
     "EARLY_MS",

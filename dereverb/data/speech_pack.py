@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from dereverb.data.errors import DataError
+from dereverb.errors import DataError
 
 __all__ = ["PACK_DIR", "SPLITS", "SpeechFile", "format_summary", "load_manifest", "pack_summary", "verify_pack"]
 
