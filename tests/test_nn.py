@@ -1,5 +1,6 @@
 """Tests of the deformable convolution modules and the normalisation layers."""
 
+import importlib
 import re
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dereverb.nn import CumulativeLayerNorm, DeformableConv1d, DeformConv1d, GlobalLayerNorm, OffsetPredictor
+import dereverb.nn
+from dereverb.nn import CumulativeLayerNorm, DeformConv1d, GlobalLayerNorm, OffsetPredictor, PackedDeformConv1d
 from dereverb.ops import deform_conv1d
 
 
@@ -47,7 +49,7 @@ def test_bad_module_arguments_are_refused():
     with pytest.raises(ValueError, match="offset_groups=3 must be >= 1 and divide channels=4"):
         OffsetPredictor(4, 3, offset_groups=3)
     with pytest.raises(ValueError, match="causal=True needs a causal norm"):
-        DeformableConv1d(4, 4, 3, causal=True)
+        PackedDeformConv1d(4, 4, 3, causal=True)
 
 
 @pytest.mark.parametrize("max_offset", [float("inf"), float("nan"), 0.0, -1.0, 1e300, True, "2"])
@@ -56,7 +58,7 @@ def test_bad_max_offset_is_refused(max_offset):
     with pytest.raises(ValueError, match=match):
         OffsetPredictor(4, 3, max_offset=max_offset)
     with pytest.raises(ValueError, match=match):
-        DeformableConv1d(4, 4, 3, groups=4, max_offset=max_offset)
+        PackedDeformConv1d(4, 4, 3, groups=4, max_offset=max_offset)
 
 
 def test_largest_max_offset_still_gives_finite_offsets():
@@ -72,7 +74,7 @@ def test_largest_max_offset_still_gives_finite_offsets():
 )
 def test_untrained_deformable_layer_is_the_plain_convolution(device, offset_groups, modulation, stride):
     padding = "same" if stride == 1 else 2
-    layer = DeformableConv1d(
+    layer = PackedDeformConv1d(
         8,
         8,
         3,
@@ -100,7 +102,7 @@ def test_untrained_deformable_layer_is_the_plain_convolution(device, offset_grou
 def test_zero_initialised_predictor_still_learns(device):
     """The offsets start at integer positions; the one-sided derivative there must reach the
     predictor's zero-initialised last layer, otherwise training could never move the taps."""
-    layer = DeformableConv1d(4, 4, 3, groups=4).to(device)
+    layer = PackedDeformConv1d(4, 4, 3, groups=4).to(device)
     x = torch.randn(2, 4, 64, device=device)
     layer(x).pow(2).sum().backward()
     grad = layer.offset_predictor.pointwise.weight.grad
@@ -134,7 +136,7 @@ def test_max_offset_bounds_the_offsets(device):
     assert offset.min() > 1.9
 
 
-def _random_predictor(layer: DeformableConv1d) -> None:
+def _random_predictor(layer: PackedDeformConv1d) -> None:
     """Give the (zero-initialised) predictor random weights, so the offsets are not zero."""
     with torch.no_grad():
         layer.offset_predictor.pointwise.weight.normal_(0, 3.0)
@@ -142,7 +144,7 @@ def _random_predictor(layer: DeformableConv1d) -> None:
 
 
 def test_causal_layer_never_reads_the_future(device):
-    layer = DeformableConv1d(4, 4, 3, dilation=2, groups=4, causal=True, norm="cLN", modulation=True).to(device)
+    layer = PackedDeformConv1d(4, 4, 3, dilation=2, groups=4, causal=True, norm="cLN", modulation=True).to(device)
     _random_predictor(layer)
     x = torch.randn(1, 4, 60, device=device)
     y, offset, _ = layer.forward_with_offsets(x)
@@ -157,12 +159,30 @@ def test_causal_layer_never_reads_the_future(device):
 
 def test_non_causal_layer_does_read_the_future(device):
     """Guards the causal test above: the same check must fail for a non-causal layer."""
-    layer = DeformableConv1d(4, 4, 3, dilation=2, groups=4).to(device)
+    layer = PackedDeformConv1d(4, 4, 3, dilation=2, groups=4).to(device)
     _random_predictor(layer)
     x = torch.randn(1, 4, 60, device=device)
     x2 = x.clone()
     x2[..., 31:] += 10
     assert not torch.allclose(layer(x2)[..., :31], layer(x)[..., :31])
+
+
+@pytest.mark.parametrize("module", ["dereverb.nn", "dereverb.nn.deform_conv"])
+def test_former_name_deformable_conv1d_warns_and_is_the_packed_layer(module):
+    mod = importlib.import_module(module)
+    with pytest.warns(
+        FutureWarning, match=r"DeformableConv1d is deprecated .* use dereverb\.nn\.PackedDeformConv1d"
+    ) as w:
+        cls = mod.DeformableConv1d
+    assert cls is PackedDeformConv1d
+    assert w[0].filename == __file__  # the warning points at the code that used the old name
+    with pytest.warns(FutureWarning, match="PackedDeformConv1d"):
+        from dereverb.nn import DeformableConv1d
+    assert DeformableConv1d is PackedDeformConv1d
+    assert type(DeformableConv1d(4, 4, 3, groups=4)) is PackedDeformConv1d
+    assert "DeformableConv1d" not in dereverb.nn.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'DeformableConv2d'"):
+        _ = mod.DeformableConv2d
 
 
 def test_global_layer_norm_statistics(device):

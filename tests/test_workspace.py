@@ -47,12 +47,12 @@ def test_pending_backward_survives_other_calls(device):
 
 
 def test_release_workspace_frees_the_buffers():
-    from dereverb.ops.deform_conv1d import _workspace
+    from dereverb.ops.deform_conv1d_sampling import workspace
 
     deform_conv1d(torch.randn(1, 2, 10), torch.zeros(1, 3, 8), torch.randn(2, 2, 3))
-    assert _workspace.buffers
+    assert workspace.buffers
     release_workspace()
-    assert not _workspace.buffers
+    assert not workspace.buffers
 
 
 def test_inference_mode_first_then_training():

@@ -2,7 +2,7 @@
 
 One block implementation serves both models: the depthwise convolution of every block comes
 from a *conv factory*, a plain :class:`DepthwiseConv1d` for the TCN and a
-:class:`~dereverb.nn.DeformableConv1d` (offsets from its own side convolution) for the DTCN.
+:class:`~dereverb.nn.PackedDeformConv1d` (offsets from its own side convolution) for the DTCN.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dereverb.nn import DeformableConv1d, PReLU, make_norm
+from dereverb.nn import PackedDeformConv1d, PReLU, make_norm
 from dereverb.ops import depthwise_conv1d
 
 __all__ = ["DTCN", "LIMITS", "SIZES", "TCN", "DepthwiseConv1d", "TasNet", "TemporalBlock", "preset", "receptive_field"]
@@ -24,7 +24,7 @@ __all__ = ["DTCN", "LIMITS", "SIZES", "TCN", "DepthwiseConv1d", "TasNet", "Tempo
 class DepthwiseConv1d(nn.Module):
     """Plain depthwise convolution with "same" (or causal, left-only) zero padding.
 
-    Its weights live in ``.conv`` like those of :class:`~dereverb.nn.DeformableConv1d`, so a TCN
+    Its weights live in ``.conv`` like those of :class:`~dereverb.nn.PackedDeformConv1d`, so a TCN
     and a DTCN share parameter names.
 
     Example:
@@ -69,7 +69,7 @@ class TemporalBlock(nn.Module):
         """Return ``(x + residual, skip or None, offsets or None)``."""
         h = self.norm1(self.act1(self.conv1x1(x)))
         offset = None
-        if isinstance(self.depthwise, DeformableConv1d):
+        if isinstance(self.depthwise, PackedDeformConv1d):
             h, offset, _ = self.depthwise.forward_with_offsets(h)
         else:
             h = self.depthwise(h)
@@ -360,7 +360,7 @@ class TCN(TasNet):
 
 
 class DTCN(TasNet):
-    """Deformable TCN: each block's depthwise convolution is a :class:`~dereverb.nn.DeformableConv1d`
+    """Deformable TCN: each block's depthwise convolution is a :class:`~dereverb.nn.PackedDeformConv1d`
     whose offsets come from a small side convolution (zero-initialised: an untrained DTCN computes
     exactly what a TCN with the same weights computes).
 
@@ -410,7 +410,7 @@ class DTCN(TasNet):
         self._config.update(self._deform_kwargs)
 
     def _depthwise(self, channels: int, kernel_size: int, dilation: int, causal: bool, norm: str) -> nn.Module:
-        return DeformableConv1d(
+        return PackedDeformConv1d(
             channels, channels, kernel_size, dilation=dilation, groups=channels, causal=causal, norm=norm,
             **self._deform_kwargs,
         )  # fmt: skip

@@ -1,9 +1,16 @@
-"""Deformable convolution modules: the bare layer, the offset predictor, and both together."""
+"""Deformable convolution modules: the bare layer, the offset predictor, and both together.
+
+:class:`DeformConv1d` takes the offsets as an argument; :class:`PackedDeformConv1d` packs an
+:class:`OffsetPredictor` with it and predicts them from its input (the naming of mmcv's
+``DeformConv2dPack``). ``DeformableConv1d``, the packed layer's former name, still resolves to it
+for one release, with a :class:`FutureWarning`.
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +20,17 @@ from dereverb.nn.activation import PReLU
 from dereverb.nn.norm import make_norm
 from dereverb.ops import deform_conv1d, depthwise_conv1d, resolve_padding
 
-__all__ = ["DeformConv1d", "DeformableConv1d", "OffsetPredictor"]
+__all__ = ["DeformConv1d", "OffsetPredictor", "PackedDeformConv1d"]
+
+#: Former names kept for one release, ``old -> new``: using one warns (see :func:`renamed`).
+RENAMED = {"DeformableConv1d": "PackedDeformConv1d"}
 
 
 class DeformConv1d(nn.Module):
-    """1-D deformable convolution layer; holds the parameters, the offsets come from outside.
+    """1-D deformable convolution layer that takes its offsets as an argument: ``layer(x, offset, mask=None)``.
 
-    Parameters and their initialisation are those of :class:`torch.nn.Conv1d` (zero padding
+    It holds only the parameters; :class:`PackedDeformConv1d` also predicts the offsets from its
+    input. Parameters and their initialisation are those of :class:`torch.nn.Conv1d` (zero padding
     only). See :func:`dereverb.ops.deform_conv1d` for the sampling rule and shapes.
 
     Args:
@@ -181,9 +192,11 @@ class OffsetPredictor(nn.Module):
         return offset, mask
 
 
-class DeformableConv1d(nn.Module):
-    """A deformable convolution that predicts its own offsets: an :class:`OffsetPredictor`
-    feeding a :class:`DeformConv1d` (the building block of the DTCN).
+class PackedDeformConv1d(nn.Module):
+    """1-D deformable convolution that predicts its own offsets from its input: ``layer(x)``.
+
+    An :class:`OffsetPredictor` feeding a :class:`DeformConv1d` (which takes the offsets as an
+    argument instead): the building block of the DTCN. Formerly ``DeformableConv1d``.
 
     ``forward(x)`` returns the output only; :meth:`forward_with_offsets` also returns the
     offsets and mask it used, for analysis and plots.
@@ -206,7 +219,7 @@ class DeformableConv1d(nn.Module):
         Reverberant Speech Separation", ICASSP 2023.
 
     Example:
-        >>> layer = DeformableConv1d(8, 8, kernel_size=3, dilation=2, groups=8)
+        >>> layer = PackedDeformConv1d(8, 8, kernel_size=3, dilation=2, groups=8)
         >>> x = torch.randn(2, 8, 100)
         >>> y, offset, mask = layer.forward_with_offsets(x)
         >>> y.shape, offset.shape, mask
@@ -259,3 +272,32 @@ class DeformableConv1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_offsets(x)[0]
+
+
+def renamed(name: str) -> type:
+    """The class formerly called ``name`` (a key of :data:`RENAMED`), with a :class:`FutureWarning`.
+
+    Called by a module-level ``__getattr__``: the warning points at the code that used the old name.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     cls = renamed("DeformableConv1d")
+        >>> cls is PackedDeformConv1d, caught[0].category.__name__
+        (True, 'FutureWarning')
+    """
+    new = RENAMED[name]
+    warnings.warn(
+        f"dereverb.nn.{name} is deprecated and will be removed in the next release: use dereverb.nn.{new}, "
+        "the same class under its new name",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return globals()[new]
+
+
+def __getattr__(name: str):
+    if name in RENAMED:
+        return renamed(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
