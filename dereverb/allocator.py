@@ -4,11 +4,10 @@ With glibc's default settings, a freed block of tens of MB (an activation of a T
 often handed back to the system and faulted in page by page on the next allocation; how often
 depends on the history of allocation sizes, so it also varies between runs and grows when a data
 pipeline allocates beside the model. Raising the mmap threshold to 32 MiB and the trim threshold
-keeps such blocks in the heap for reuse. Measured here with ``scripts/bench_recipe.py`` (2 threads,
-``model=dtcn_small``, batch 4 x 4 s): a training step of the recipe took 6.40 s with the default
-settings, 3.90 s with these (set through the environment: ``MALLOC_MMAP_THRESHOLD_=33554432
-MALLOC_TRIM_THRESHOLD_=4294967296``), and 4.28 s with tcmalloc preloaded. The cost: the process
-keeps freed memory instead of returning it to the system.
+keeps such blocks in the heap for reuse, so the recipe's CPU training steps cost what the bare
+model's do. ``python scripts/bench_recipe.py`` measures it (with ``--overrides run.tune_malloc=false``
+for glibc's defaults); the figures are in docs/performance.md, "The training recipe". The cost: the
+process keeps freed memory instead of returning it to the system.
 
 The training recipe calls :func:`tune_glibc_malloc` at start (``run.tune_malloc``, default on).
 """
@@ -26,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 * 2**20  # the value measured (glibc's documented maximum on 64-bit systems)
+MMAP_THRESHOLD = 32 * 2**20  # glibc's documented maximum on 64-bit systems
 TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 
 
@@ -54,8 +53,9 @@ def release_free_memory() -> bool:
     """Return glibc's free heap memory to the system (``malloc_trim(0)``).
 
     Long-file inference calls it after every segment: segments of slightly different sizes
-    (the first, the last, resampled ones) otherwise fragment the heap, and a process that
-    enhanced a 1-hour 16 kHz file peaked at 3.9 GiB instead of about one segment's worth.
+    (the first, the last, resampled ones) otherwise fragment the heap and raise the peak memory
+    of a long file (``scripts/bench_inference.py`` measures the peak on a 1-hour file;
+    docs/performance.md, "Inference").
     Does nothing (and returns False) without glibc or with another allocator preloaded.
 
     Example:
