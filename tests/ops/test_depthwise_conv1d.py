@@ -1,16 +1,14 @@
-"""Tests of the CPU fast paths: depthwise_conv1d and prelu must compute what F.conv1d and
-torch.prelu compute, values and gradients, on every path they take."""
+"""The depthwise_conv1d fast path computes what F.conv1d computes, values and gradients, on every path
+it takes; a whole model through the fast paths gets the plain layers' gradients.
+"""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dereverb.models import DTCN, TCN
-from dereverb.nn import OffsetPredictor, PReLU
-from dereverb.ops import depthwise_conv1d, prelu
+from dereverb.ops import depthwise_conv1d
 from dereverb.ops.depthwise_conv1d import _DepthwiseConv1d
-from dereverb.ops.prelu import _PReLU
 
 PADDINGS = [((4, 4), 4), ((8, 0), 4), ((0, 0), 3), ((3, 5), 4), ((6, 6), 3), ((1, 1), 1), ((2, 0), 1), ((0, 2), 2)]
 
@@ -80,48 +78,6 @@ def test_depthwise_only_weight_or_only_input_needs_a_gradient():
         torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-5)
 
 
-def test_prelu_gradcheck():
-    torch.manual_seed(0)
-    x = torch.randn(3, 4, 50, dtype=torch.float64, requires_grad=True)
-    w = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(prelu, (x, w))
-
-
-def test_prelu_matches_torch_including_zeros_and_non_contiguous_inputs(device):
-    torch.manual_seed(2)
-    x = torch.randn(3, 50, 4, device=device).transpose(1, 2)  # non-contiguous
-    x[0, 0, :7] = 0.0  # the kink: the slope's derivative, as torch.prelu
-    x.requires_grad_(True)
-    w = torch.tensor([0.3], device=device, requires_grad=True)
-    g = torch.randn(3, 4, 50, device=device)
-    got = torch.autograd.grad(prelu(x, w), (x, w), g)
-    want = torch.autograd.grad(torch.prelu(x, w), (x, w), g)
-    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
-    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
-
-
-def test_prelu_fast_path_only_for_one_slope_with_gradients(monkeypatch):
-    calls = []
-    original = _PReLU.apply
-    monkeypatch.setattr(_PReLU, "apply", lambda *a: calls.append(1) or original(*a))
-    x = torch.randn(2, 4, 10, requires_grad=True)
-    prelu(x, torch.tensor([0.25]))
-    prelu(x, torch.full((4,), 0.25))  # per-channel slopes: torch.prelu
-    with torch.no_grad():
-        prelu(x, torch.tensor([0.25]))
-    prelu(x.bfloat16(), torch.tensor([0.25], dtype=torch.bfloat16))  # low precision: torch.prelu
-    assert calls == [1]
-    torch.testing.assert_close(prelu(x, torch.full((4,), 0.25)), torch.prelu(x, torch.full((4,), 0.25)))
-
-
-def test_prelu_module_is_a_drop_in_for_nn_prelu():
-    ours, theirs = PReLU(), nn.PReLU()
-    assert ours.state_dict().keys() == theirs.state_dict().keys()
-    theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(2, 3, 9)
-    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
-
-
 @pytest.mark.parametrize("cls", [TCN, DTCN])
 def test_model_gradients_match_the_plain_layers(cls, monkeypatch):
     """A whole model trained through the fast paths gets the gradients of the plain layers."""
@@ -137,17 +93,3 @@ def test_model_gradients_match_the_plain_layers(cls, monkeypatch):
     plain = torch.autograd.grad(model(wav).pow(2).sum(), list(model.parameters()))
     for (name, _), a, b in zip(model.named_parameters(), fast, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
-
-
-def test_offset_predictor_state_dict_is_unchanged():
-    """Checkpoints written before the fast paths still load: same parameter names and shapes."""
-    keys = {k: tuple(v.shape) for k, v in OffsetPredictor(8, 3, dilation=2).state_dict().items()}
-    assert keys == {
-        "depthwise.weight": (8, 1, 3),
-        "depthwise.bias": (8,),
-        "act.weight": (1,),
-        "norm.weight": (1, 8, 1),
-        "norm.bias": (1, 8, 1),
-        "pointwise.weight": (3, 8, 1),
-        "pointwise.bias": (3,),
-    }
