@@ -139,7 +139,7 @@ def main() -> int:
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             # the CLI in a child that reports its own peak RSS (KiB on Linux) on its last stderr line
             code = (
-                "import resource, sys; from dereverb.inference import main; rc = main(sys.argv[1:]); "
+                "import resource, sys; from dereverb.cli.enhance import main; rc = main(sys.argv[1:]); "
                 "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)"
             )
             cmd = [sys.executable, "-c", code, str(src), "-o", str(out), "--model", name, "--quiet"]

@@ -1,11 +1,11 @@
 """Dereverberate wav files: ``python scripts/enhance.py IN.wav -o OUT.wav [--model dtcn-8k]``.
 
-A shim over :func:`dereverb.inference.main` (the same as the ``dereverb-enhance`` command).
+A shim over :func:`dereverb.cli.enhance.main` (the same as the ``dereverb-enhance`` command).
 """
 
 import sys
 
-from dereverb.inference import main
+from dereverb.cli.enhance import main
 
 if __name__ == "__main__":
     sys.exit(main())
