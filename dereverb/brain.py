@@ -172,7 +172,7 @@ def _trim(batch_tensor: tuple[torch.Tensor, torch.Tensor], i: int) -> np.ndarray
 
 @sb.utils.checkpoints.register_checkpoint_hooks  # the overridden _save/_recover below
 class DereverbBrain(sb.Brain):
-    """Trains a TCN/DTCN (``self.modules.model``) to map ``batch.reverb`` to ``batch.target``.
+    """Trains a TCN/DTCN (``self.modules.model``) to map ``batch.reverberant`` to ``batch.target``.
 
     Hyperparameters read from ``self.hparams``: ``loss`` (a module ``(est, target, lengths) ->
     Tensor[B]``), ``sample_rate``, ``best_key`` (``pesq``, ``stoi``, ``estoi`` or ``si_sdr``),
@@ -237,15 +237,15 @@ class DereverbBrain(sb.Brain):
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
-        reverb, _ = batch.reverb
-        return self.modules.model(reverb)
+        reverberant, _ = batch.reverberant
+        return self.modules.model(reverberant)
 
     def compute_objectives(self, predictions, batch, stage):
         target, lengths = batch.target
         loss = self.hparams.loss(predictions, target, lengths)
         if stage != sb.Stage.TRAIN and if_main_process():  # only the main process scores (see on_stage_end)
             for i, utt_id in enumerate(batch.id):
-                est = (_trim((predictions, lengths), i), _trim(batch.target, i), _trim(batch.reverb, i))
+                est = (_trim((predictions, lengths), i), _trim(batch.target, i), _trim(batch.reverberant, i))
                 self._outputs.append((utt_id, *est))
         return loss.mean()
 

@@ -211,7 +211,7 @@ def _from_config(overrides: list[str], reference: str, sample_rate: int) -> Test
     from omegaconf.errors import OmegaConfBaseException
 
     from dereverb.config import compose
-    from dereverb.data.datasets import prepare
+    from dereverb.data import prepare
 
     bad = [o for o in overrides if "=" not in o]
     if bad:

@@ -177,7 +177,7 @@ def validate(cfg: DictConfig) -> None:
             _check(ok, f"model.{key}", value, f"an integer >= {least}")
     import torch
 
-    from dereverb.data.datasets import data_settings
+    from dereverb.data import data_settings
     from dereverb.losses import LOSSES
     from dereverb.models import DTCN, TCN
 

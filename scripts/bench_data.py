@@ -42,7 +42,7 @@ def data_rate(items: int, rounds: int, progress: bool) -> dict:
         start = time.perf_counter()
         for i in range(items):
             item = train[(r * items + i) % len(train)]
-            full += len(item["reverb"]) == segment
+            full += len(item["reverberant"]) == segment
         rates.append(items / (time.perf_counter() - start))
     return {
         "prepared_folder": str(manifests["train"].parent),
@@ -111,8 +111,11 @@ def main(argv=None) -> int:
     ]
     print("\n".join(lines))
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"data": data, "model": model, "ratio": ratio, "threads": args.threads}, f, indent=2)
+        from dereverb.atomic import write_text
+
+        write_text(
+            args.out, json.dumps({"data": data, "model": model, "ratio": ratio, "threads": args.threads}, indent=2)
+        )
     return 0 if ratio >= 5 else 1
 
 

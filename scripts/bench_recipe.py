@@ -77,7 +77,7 @@ def main(argv=None) -> None:
         x, y = torch.randn(shape), torch.randn(shape)
 
         real = next(iter(brain.make_dataloader(exp.train_set, stage=sb.Stage.TRAIN, **exp.train_loader)))
-        xr, yr = real.reverb.data, real.target.data
+        xr, yr = real.reverberant.data, real.target.data
 
         def bare_step(inputs=x, targets=y) -> float:
             start = time.perf_counter()

@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         from omegaconf import OmegaConf
 
-        from dereverb.data.datasets import prepare
+        from dereverb.data import prepare
 
         record = training_record(run, loaded, cfg)
         manifests = prepare(OmegaConf.create(cfg["data"]), loaded.sample_rate, progress=False)

@@ -157,6 +157,6 @@ def test_validate_checks_the_data_folders_exist(tmp_path):
 
 
 def test_validate_checks_the_data_settings():
-    with pytest.raises(DataError, match=r"^data\.target='direct'") as info:
-        validate(compose("dtcn", ["data=folder", "data.root=/", "data.target=direct"]))
+    with pytest.raises(DataError, match=r"^data\.target=clean: this target is now called direct") as info:
+        validate(compose("dtcn", ["data=folder", "data.root=/", "data.target=clean"]))
     assert "\n" not in str(info.value)

@@ -60,11 +60,11 @@ def _exponential_rir(t60: float, seed: int) -> np.ndarray:
 
 
 def _pairs(root: Path, n: int, seconds: float = 0.5) -> Path:
-    """``n`` pairs ``root/reverb/uNN.wav`` (the clean signal in a synthetic room) and ``root/clean/uNN.wav``."""
+    """``n`` pairs ``root/reverberant/uNN.wav`` (the clean signal in a synthetic room) and ``root/direct/uNN.wav``."""
     for i in range(n):
         clean = _voice(100 + 7 * i, seconds, seed=i)
         reverb = np.convolve(clean, _exponential_rir(0.3, seed=i))[: clean.size]
-        for role, x in (("clean", clean), ("reverb", reverb / np.abs(reverb).max() * 0.5)):
+        for role, x in (("direct", clean), ("reverberant", reverb / np.abs(reverb).max() * 0.5)):
             (root / role).mkdir(parents=True, exist_ok=True)
             sf.write(root / role / f"u{i:02d}.wav", x.astype(np.float32), RATE, subtype="FLOAT")
     return root
@@ -281,7 +281,7 @@ def test_ship_model_makes_a_model_folder_from_the_best_checkpoint(smoke_run, tmp
     assert record["optimizer_steps"] == 4  # debug=smoke: 4 batches
     best_key = yaml.safe_load((ckpt / "CKPT.yaml").read_text())["best_key"]
     assert record["validation"]["best_key"] == pytest.approx(best_key, abs=1e-4)  # rounded to 4 decimals
-    assert "`clean` target over 2 validation utterances" in record["output_gain_calibration"]  # smoke valid split
+    assert "`direct` target over 2 validation utterances" in record["output_gain_calibration"]  # smoke valid split
     assert np.isfinite(config["output_gain"])
     assert config["output_gain"] != 0
     assert f"checkpoint {ckpt.name}" in shipped.stdout
@@ -522,7 +522,7 @@ def test_nonfinite_losses_are_skipped_then_stop_training(pairs, tmp_path, monkey
         if "initial" not in seen:
             seen["model"], seen["initial"] = model, {k: v.clone() for k, v in model.state_dict().items()}
         batch = batch.to(self.device)
-        reverb, _ = batch.reverb
+        reverb, _ = batch.reverberant
         if seen["train_calls"] % 2 == 1:  # batches 1, 3, 5, ...: NaN input
             reverb = torch.full_like(reverb, float("nan"))
         return model(reverb)

@@ -2,20 +2,21 @@
 
 Modules:
     speech_pack: the clean speech shipped with the project (manifest, splits, licences).
-    rooms: room impulse responses simulated with pyroomacoustics, T60 calibration, targets.
+    rooms: room impulse responses simulated with pyroomacoustics, T60 calibration, targets, RIR banks.
     audio: reading and writing audio files with clear errors.
     manifests: CSV manifests with root placeholders, prepared folders keyed by a settings hash.
-    datasets: ``prepare`` and ``build_datasets`` for ``data=demo|simulate|folder|whamr``.
-    prepare: the preparation command line, ``python -m dereverb.data.prepare [overrides]``.
+    kinds: the dataset kinds (``data=demo|simulate|folder|whamr``), one module each, and their registry.
+    settings: :func:`data_settings`, a ``data`` config checked and completed with its kind's defaults.
+    preparation: :func:`prepare`, the manifests of a dataset prepared once.
+    datasets: :func:`build_datasets`, the SpeechBrain datasets of each split.
+    items: the dynamic items (a pair of files read, or a pair mixed afresh).
+    sources, pairs, mixing: what the kinds share (listing sources, paired files, dynamic mixing).
+
+The command line is ``dereverb-prepare`` (:mod:`dereverb.cli.prepare`).
 """
 
-__all__ = ["build_datasets", "prepare"]
+from dereverb.data.datasets import build_datasets
+from dereverb.data.preparation import prepare
+from dereverb.data.settings import data_settings
 
-
-def __getattr__(name: str):
-    # imported on first use, so that ``dereverb.errors`` stays light for the other modules
-    if name in __all__:
-        from dereverb.data import datasets
-
-        return getattr(datasets, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["build_datasets", "data_settings", "prepare"]

@@ -6,45 +6,64 @@ moved data folder still works. Each preparation lives in its own folder
 ``<save_folder>/<rate>k-<hash>``, where the hash covers every setting that changes its content
 (never the roots themselves): the same settings find the same folder, changed settings get a
 fresh one, and nothing prepared before is touched. A folder appears only once complete
-(built under a temporary name, then renamed).
+(built through :func:`~dereverb.atomic.atomic_folder`).
+
+The audio columns use one vocabulary (``docs/data.md``, "Vocabulary"): ``reverberant`` (the input),
+``direct`` and ``early`` (the targets) in every split of the paired kinds and in valid/test of the
+mixing kinds, ``clean`` (the dry source, mixed at load time) in the training split of the mixing kinds.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
-import os
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dereverb.atomic import write_text
 from dereverb.errors import DataError
 
 __all__ = [
+    "AUDIO_COLUMNS",
     "FORMAT_VERSION",
     "NUMERIC_COLUMNS",
+    "SETTINGS_FILE",
+    "SPLITS",
     "BadFiles",
+    "changed_settings",
     "find_prepared",
+    "latest_other_preparation",
+    "manifest_paths",
     "prepared_folder",
     "read_manifest",
     "settings_hash",
     "split_names",
+    "split_stats",
     "write_manifest",
 ]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-"""Bumped when the manifest layout changes, so older preparations are not reused."""
+FORMAT_VERSION = 2
+"""Bumped when the manifest layout changes, so older preparations are not reused (2: the columns
+``reverberant``, ``direct``, ``early``, were ``reverb``, ``clean``, ``early``)."""
+
+SPLITS = ("train", "valid", "test")
+"""The splits of every preparation, one manifest each (``<split>.csv``)."""
+
+AUDIO_COLUMNS = ("reverberant", "direct", "early", "clean")
+"""The manifest columns holding audio paths: the input, the two targets, the dry source."""
 
 NUMERIC_COLUMNS = ("duration_s", "t60_s", "t60_measured_s", "drr_db", "distance_m", "source_rate")
 """Columns read back as floats (empty cells stay ``None``)."""
 
 SETTINGS_FILE = "prepared.json"
+"""The record of a complete preparation, written last: its settings, hash, roots, counts."""
 
 
 def settings_hash(settings: dict) -> str:
@@ -63,6 +82,16 @@ def settings_hash(settings: dict) -> str:
 def prepared_folder(save_folder: Path, sample_rate: int, digest: str) -> Path:
     """The folder of one preparation: ``<save_folder>/<rate>k-<hash>``."""
     return Path(save_folder) / f"{sample_rate // 1000}k-{digest}"
+
+
+def manifest_paths(folder: Path) -> dict[str, Path]:
+    """``{split: <folder>/<split>.csv}`` for every split.
+
+    Example:
+        >>> manifest_paths(Path("/p"))["valid"].as_posix()
+        '/p/valid.csv'
+    """
+    return {split: Path(folder) / f"{split}.csv" for split in SPLITS}
 
 
 def find_prepared(folder: Path) -> dict | None:
@@ -107,31 +136,27 @@ def latest_other_preparation(save_folder: Path, kind: str, exclude: Path) -> dic
     return best and best[1]
 
 
-def commit_folder(tmp: Path, final: Path) -> None:
-    """Atomically publish a finished preparation (``tmp`` renamed to ``final``)."""
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        if find_prepared(final) is None:
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same one first
-
-
 def write_manifest(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    """Write a SpeechBrain CSV manifest atomically; ``columns`` must start with ``ID``.
+    """Write a SpeechBrain CSV manifest atomically (:func:`~dereverb.atomic.write_text`, replacing ``path``).
 
-    Floats are written with 6 significant digits; ``None`` as an empty cell.
+    ``columns`` must start with ``ID``. Floats are written with 6 significant digits; ``None`` as an
+    empty cell; a row's keys outside ``columns`` are left out.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "test.csv"
+        >>> write_manifest(path, [{"ID": "u1", "duration_s": 1 / 3, "speaker": None}], ["ID", "duration_s", "speaker"])
+        >>> path.read_text().splitlines()
+        ['ID,duration_s,speaker', 'u1,0.333333,']
     """
     if columns[0] != "ID":
         raise ValueError("the first manifest column must be 'ID'")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if row.get(c) is None else _cell(row[c]) for c in columns])
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else _cell(row[c]) for c in columns])
+    write_text(path, text.getvalue())
 
 
 def _cell(value) -> str:
@@ -241,3 +266,17 @@ class BadFiles:
 
     def as_dict(self) -> dict:
         return {"count": self.count, "first": self.first}
+
+
+def split_stats(per_split: dict[str, list[dict]], bad: BadFiles) -> dict:
+    """The record of a preparation's rows: utterances and hours per split, and the skipped files.
+
+    Example:
+        >>> split_stats({"train": [{"duration_s": 1800.0}, {"duration_s": 1800.0}]}, BadFiles("skip"))
+        {'counts': {'train': 2}, 'hours': {'train': 1.0}, 'skipped': {'count': 0, 'first': []}}
+    """
+    return {
+        "counts": {split: len(rows) for split, rows in per_split.items()},
+        "hours": {split: round(sum(r["duration_s"] for r in rows) / 3600, 4) for split, rows in per_split.items()},
+        "skipped": bad.as_dict(),
+    }

@@ -134,7 +134,7 @@ def test_summary_matches_manifest(rows):
 
 def test_package_data_ships_the_pack():
     tomllib = pytest.importorskip("tomllib")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["dereverb"]
     package = root / "dereverb"
     shipped = {p for pattern in patterns for p in package.glob(pattern) if p.is_file()}
