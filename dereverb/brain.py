@@ -271,10 +271,10 @@ class DereverbBrain(sb.Brain):
         """Score the collected outputs and, once per stage, the unprocessed inputs."""
         ids, estimates, targets, inputs = zip(*self._outputs, strict=True) if self._outputs else ((),) * 4
         scorer = self._scorer()
-        out = scorer.score_many(targets, estimates)
+        out = scorer.score_many(estimates, targets)
         cache = self.__dict__.setdefault("_input_scores", {})
         if stage not in cache or len(cache[stage]) != len(ids):  # the input's scores never change
-            cache[stage] = scorer.score_many(targets, inputs)
+            cache[stage] = scorer.score_many(inputs, targets)
         rows = []
         for utt_id, s, s_in in zip(ids, out, cache[stage], strict=True):
             failures = "; ".join(f"{k}: {v}" for k, v in {**s.failures, **s_in.failures}.items())

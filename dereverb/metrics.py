@@ -1,8 +1,9 @@
 """Speech quality and intelligibility metrics: PESQ, STOI/ESTOI and SI-SDR, failures counted.
 
-Every score is computed against a clean reference and means something only next to the same
-score of the unprocessed (reverberant) input, which is why the training recipe and the
-evaluation script always score both.
+Every score compares an estimate with a target (the direct path, or the direct path plus the
+early reflections) and means something only next to the same score of the unprocessed
+(reverberant) input, which is why the training recipe and the evaluation always score both.
+Every function takes ``(estimate, target)`` in that order.
 
 * ``pesq_nb`` / ``pesq_wb``: ITU-T P.862 narrow-band (MOS-LQO, 8 kHz and 16 kHz signals) and
   P.862.2 wide-band (16 kHz only), computed by the ``pesq`` package, which accepts no other rate.
@@ -70,40 +71,40 @@ def metric_names(sample_rate: int) -> tuple[str, ...]:
     raise ValueError(f"sample rate {sample_rate} Hz is not supported by PESQ (8000 or 16000 Hz): resample first")
 
 
-def si_sdr(estimate: np.ndarray, reference: np.ndarray, eps: float = 1e-8) -> float:
+def si_sdr(estimate: np.ndarray, target: np.ndarray, eps: float = 1e-8) -> float:
     """Scale-invariant SDR in dB of one utterance (both signals made zero-mean first).
 
     Args:
         estimate (ndarray[T]): the signal to score.
-        reference (ndarray[T]): the clean reference, same length.
+        target (ndarray[T]): what it should be, same length.
         eps: guards the divisions.
 
     Returns:
-        SI-SDR in dB; NaN when the reference is silent or a signal is not finite.
+        SI-SDR in dB; NaN when the target is silent or a signal is not finite.
 
     Example:
         >>> rng = np.random.default_rng(0)
-        >>> ref = rng.standard_normal(16000)
-        >>> round(si_sdr(0.5 * ref, ref), 1) > 70  # a scaled copy is perfect
+        >>> target = rng.standard_normal(16000)
+        >>> round(si_sdr(0.5 * target, target), 1) > 70  # a scaled copy is perfect
         True
         >>> noise = rng.standard_normal(16000)
-        >>> round(si_sdr(ref + 0.1 * noise / np.std(noise) * np.std(ref), ref))  # about 20 dB
+        >>> round(si_sdr(target + 0.1 * noise / np.std(noise) * np.std(target), target))  # about 20 dB
         20
     """
     est = np.asarray(estimate, dtype=np.float64)
-    ref = np.asarray(reference, dtype=np.float64)
-    if est.shape != ref.shape:
-        raise ValueError(f"estimate and reference must have the same shape, got {est.shape} and {ref.shape}")
-    if not (np.isfinite(est).all() and np.isfinite(ref).all()):
+    tgt = np.asarray(target, dtype=np.float64)
+    if est.shape != tgt.shape:
+        raise ValueError(f"estimate and target must have the same shape, got {est.shape} and {tgt.shape}")
+    if not (np.isfinite(est).all() and np.isfinite(tgt).all()):
         return math.nan
     est = est - est.mean()
-    ref = ref - ref.mean()
-    ref_energy = np.dot(ref, ref)
-    if ref_energy <= eps:
+    tgt = tgt - tgt.mean()
+    energy = np.dot(tgt, tgt)
+    if energy <= eps:
         return math.nan
-    target = np.dot(est, ref) / ref_energy * ref
-    noise = est - target
-    return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+    projection = np.dot(est, tgt) / energy * tgt
+    noise = est - projection
+    return float(10 * np.log10((np.dot(projection, projection) + eps) / (np.dot(noise, noise) + eps)))
 
 
 @dataclass
@@ -123,14 +124,14 @@ class Scores:
         return {prefix + k: v for k, v in self.values.items()}
 
 
-def _pesq(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, mode: str) -> tuple[float, str | None]:
+def _pesq(estimate: np.ndarray, target: np.ndarray, sample_rate: int, mode: str) -> tuple[float, str | None]:
     import pesq
 
     try:
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             # pesq normalises by the peak: a silent signal divides by zero, then raises below
             warnings.simplefilter("ignore", RuntimeWarning)
-            return float(pesq.pesq(sample_rate, reference, estimate, mode)), None
+            return float(pesq.pesq(sample_rate, target, estimate, mode)), None  # P.862: reference first
     except pesq.NoUtterancesError:
         return math.nan, "PESQ found no utterance"
     except pesq.BufferTooShortError:
@@ -139,23 +140,23 @@ def _pesq(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, mode: s
         return math.nan, f"PESQ failed: {type(err).__name__}"
 
 
-def _stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, extended: bool) -> tuple[float, str | None]:
+def _stoi(estimate: np.ndarray, target: np.ndarray, sample_rate: int, extended: bool) -> tuple[float, str | None]:
     from pystoi import stoi
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        value = float(stoi(reference, estimate, sample_rate, extended=extended))
+        value = float(stoi(target, estimate, sample_rate, extended=extended))  # pystoi: clean signal first
     if any("Not enough STFT frames" in str(w.message) for w in caught):
         return math.nan, "fewer than 30 frames of speech after removing silent frames"
     return value, None
 
 
-def score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> Scores:
+def score(estimate: np.ndarray, target: np.ndarray, sample_rate: int) -> Scores:
     """Score one utterance with every metric of :func:`metric_names` (in this process).
 
     Args:
-        reference (ndarray[T]): the clean reference.
         estimate (ndarray[T]): the signal to score (model output or unprocessed input).
+        target (ndarray[T]): what it should be (the direct path or the early target), same length.
         sample_rate: 8000 or 16000.
 
     Returns:
@@ -168,23 +169,23 @@ def score(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> Scor
         (nan, 'PESQ found no utterance')
     """
     names = metric_names(sample_rate)
-    ref = np.asarray(reference, dtype=np.float64).reshape(-1)
     est = np.asarray(estimate, dtype=np.float64).reshape(-1)
-    if ref.shape != est.shape:
-        raise ValueError(f"reference and estimate must have the same length, got {ref.size} and {est.size}")
-    if not (np.isfinite(ref).all() and np.isfinite(est).all()):
+    tgt = np.asarray(target, dtype=np.float64).reshape(-1)
+    if est.shape != tgt.shape:
+        raise ValueError(f"estimate and target must have the same length, got {est.size} and {tgt.size}")
+    if not (np.isfinite(est).all() and np.isfinite(tgt).all()):
         reason = "non-finite samples"
         return Scores(dict.fromkeys(names, math.nan), dict.fromkeys(names, reason))
     values: dict[str, float] = {}
     failures: dict[str, str] = {}
     for name in names:
         if name.startswith("pesq"):
-            value, why = _pesq(ref, est, sample_rate, name[-2:])
+            value, why = _pesq(est, tgt, sample_rate, name[-2:])
         elif name in ("stoi", "estoi"):
-            value, why = _stoi(ref, est, sample_rate, extended=name == "estoi")
+            value, why = _stoi(est, tgt, sample_rate, extended=name == "estoi")
         else:
-            value = si_sdr(est, ref)
-            why = None if math.isfinite(value) else "silent reference"
+            value = si_sdr(est, tgt)
+            why = None if math.isfinite(value) else "silent target"
         values[name] = value
         if why is not None:
             failures[name] = why
@@ -213,9 +214,9 @@ class Scorer:
 
     Example:
         >>> rng = np.random.default_rng(0)
-        >>> refs = [rng.standard_normal(8000) for _ in range(2)]
+        >>> targets = [rng.standard_normal(8000) for _ in range(2)]
         >>> with Scorer(8000, jobs=1) as scorer:
-        ...     scores = scorer.score_many(refs, refs)
+        ...     scores = scorer.score_many(targets, targets)
         >>> [s.values["si_sdr"] > 70 for s in scores]  # identical signals
         [True, True]
     """
@@ -234,11 +235,11 @@ class Scorer:
             )
         return self._pool
 
-    def score_many(self, references: Sequence[np.ndarray], estimates: Sequence[np.ndarray]) -> list[Scores]:
-        """Score ``estimates[i]`` against ``references[i]``, in order."""
-        if len(references) != len(estimates):
-            raise ValueError(f"got {len(references)} references and {len(estimates)} estimates")
-        args = [(r, e, self.sample_rate) for r, e in zip(references, estimates, strict=True)]
+    def score_many(self, estimates: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> list[Scores]:
+        """Score ``estimates[i]`` against ``targets[i]``, in order."""
+        if len(estimates) != len(targets):
+            raise ValueError(f"got {len(estimates)} estimates and {len(targets)} targets")
+        args = [(e, t, self.sample_rate) for e, t in zip(estimates, targets, strict=True)]
         if self.jobs == 1 or len(args) < 2:
             return [_score_star(a) for a in args]
         return list(self._executor().map(_score_star, args, chunksize=max(1, len(args) // (4 * self.jobs))))

@@ -32,7 +32,7 @@ log = logging.getLogger("bench_evaluate")
 
 
 def build_set(root: Path, n: int, seconds: float, rate: int) -> None:
-    """``root/test.csv`` with reverb/ and clean/ wavs of exactly ``seconds`` s, and T60/DRR columns."""
+    """``root/test.csv`` with reverberant/ and direct/ wavs of exactly ``seconds`` s, and T60/DRR columns."""
     from dereverb.data import rooms, speech_pack
     from dereverb.data.audio import read_audio, write_audio
     from dereverb.data.manifests import write_manifest
@@ -42,7 +42,7 @@ def build_set(root: Path, n: int, seconds: float, rate: int) -> None:
     )
     files = speech_pack.load_manifest("test") + speech_pack.load_manifest("valid")
     length = round(seconds * rate)
-    for role in ("reverb", "clean"):
+    for role in ("reverberant", "direct"):
         (root / role).mkdir(parents=True)
     rows, k = [], 0
     for i in range(n):
@@ -56,13 +56,53 @@ def build_set(root: Path, n: int, seconds: float, rate: int) -> None:
         rir = bank[i % len(bank)]
         reverb, direct = rooms.reverberate(clean, rir, "direct")
         uid = f"utt{i:03d}"
-        write_audio(root / "reverb" / f"{uid}.wav", reverb, rate)
-        write_audio(root / "clean" / f"{uid}.wav", direct, rate)
+        write_audio(root / "reverberant" / f"{uid}.wav", reverb, rate)
+        write_audio(root / "direct" / f"{uid}.wav", direct, rate)
         rows.append(
-            {"ID": uid, "duration_s": seconds, "reverb": f"$prep_root/reverb/{uid}.wav",
-             "clean": f"$prep_root/clean/{uid}.wav", "t60_s": rir.t60_s, "drr_db": rir.drr_db}
+            {"ID": uid, "duration_s": seconds, "reverberant": f"$prep_root/reverberant/{uid}.wav",
+             "direct": f"$prep_root/direct/{uid}.wav", "t60_s": rir.t60_s, "drr_db": rir.drr_db}
         )  # fmt: skip
-    write_manifest(root / "test.csv", rows, ["ID", "duration_s", "reverb", "clean", "t60_s", "drr_db"])
+    write_manifest(root / "test.csv", rows, ["ID", "duration_s", "reverberant", "direct", "t60_s", "drr_db"])
+
+
+def _table(args, rounds: list[dict], n_params: int, threads: int, torch_version: str) -> list[str]:
+    """The Markdown report: settings, then seconds per utterance of each stage (medians over the rounds)."""
+
+    def med(key):
+        values = [x[key] for x in rounds if key in x]
+        return statistics.median(values) if values else float("nan")
+
+    n = args.n
+    walls = ", ".join(f"{x['wall_s']:.1f}" for x in rounds)
+    lines = [
+        f"{args.n} utterances x {args.seconds:g} s at {args.rate} Hz; {args.model} '{args.size}' "
+        f"({n_params / 1e6:.2f}M parameters, untrained), batch {args.batch_size}; baselines: "
+        f"{' '.join(args.baselines) or 'none'}; metric workers: {args.jobs or os.cpu_count()}; "
+        f"{threads} torch threads; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        f"torch {torch_version}; median of {args.rounds} fresh process(es)",
+        "",
+        "| stage | s per utterance (median) | s per utterance (stage total / n) | stage total s |",
+        "|---|--:|--:|--:|",
+        f"| enhancement (model) | {med('enhance_s_per_utt_median'):.3f} | {med('enhance_s') / n:.3f} "
+        f"| {med('enhance_s'):.1f} |",
+        f"| metrics (output + input{' + ' + ' + '.join(args.baselines) if args.baselines else ''}) "
+        f"| {med('metrics_s_per_utt_median'):.3f} | {med('metrics_s') / n:.3f} | {med('metrics_s'):.1f} |",
+    ]
+    if args.baselines:
+        lines.append(
+            f"| baselines ({' '.join(args.baselines)}) | {med('baselines_s_per_utt_median'):.3f} "
+            f"| {med('baselines_s') / n:.3f} | {med('baselines_s'):.1f} |"
+        )
+    lines += [
+        f"| reading audio | | {med('read_s') / n:.3f} | {med('read_s'):.1f} |",
+        "",
+        f"Whole command (imports, model loading, worker start, writing): {med('wall_s'):.1f} s wall "
+        f"({med('total_s'):.1f} s inside evaluate()); rounds: {walls} s.",
+        f"CPU time of the command and its workers (user + sys): {med('cpu_s'):.1f} s, i.e. "
+        f"{med('cpu_s') / (os.cpu_count() or 1):.1f} s spread over {os.cpu_count()} cores; "
+        f"1-minute load average after the run: {med('load'):.1f} (other jobs on the machine slow it down).",
+    ]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -114,40 +154,7 @@ def main(argv=None) -> int:
             rounds.append({"wall_s": wall, "cpu_s": cpu, "load": os.getloadavg()[0], **timing})
             log.info("round %d: %.1f s wall; %s", r + 1, wall, timing)
 
-    def med(key):
-        values = [x[key] for x in rounds if key in x]
-        return statistics.median(values) if values else float("nan")
-
-    n = args.n
-    walls = ", ".join(f"{x['wall_s']:.1f}" for x in rounds)
-    lines = [
-        f"{args.n} utterances x {args.seconds:g} s at {args.rate} Hz; {args.model} '{args.size}' "
-        f"({n_params / 1e6:.2f}M parameters, untrained), batch {args.batch_size}; baselines: "
-        f"{' '.join(args.baselines) or 'none'}; metric workers: {args.jobs or os.cpu_count()}; "
-        f"{threads} torch threads; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-        f"torch {torch.__version__}; median of {args.rounds} fresh process(es)",
-        "",
-        "| stage | s per utterance (median) | s per utterance (stage total / n) | stage total s |",
-        "|---|--:|--:|--:|",
-        f"| enhancement (model) | {med('enhance_s_per_utt_median'):.3f} | {med('enhance_s') / n:.3f} "
-        f"| {med('enhance_s'):.1f} |",
-        f"| metrics (output + input{' + ' + ' + '.join(args.baselines) if args.baselines else ''}) "
-        f"| {med('metrics_s_per_utt_median'):.3f} | {med('metrics_s') / n:.3f} | {med('metrics_s'):.1f} |",
-    ]
-    if args.baselines:
-        lines.append(
-            f"| baselines ({' '.join(args.baselines)}) | {med('baselines_s_per_utt_median'):.3f} "
-            f"| {med('baselines_s') / n:.3f} | {med('baselines_s'):.1f} |"
-        )
-    lines += [
-        f"| reading audio | | {med('read_s') / n:.3f} | {med('read_s'):.1f} |",
-        "",
-        f"Whole command (imports, model loading, worker start, writing): {med('wall_s'):.1f} s wall "
-        f"({med('total_s'):.1f} s inside evaluate()); rounds: {walls} s.",
-        f"CPU time of the command and its workers (user + sys): {med('cpu_s'):.1f} s, i.e. "
-        f"{med('cpu_s') / (os.cpu_count() or 1):.1f} s spread over {os.cpu_count()} cores; "
-        f"1-minute load average after the run: {med('load'):.1f} (other jobs on the machine slow it down).",
-    ]
+    lines = _table(args, rounds, n_params, threads, torch.__version__)
     text = "\n".join(lines)
     print(text)
     if args.out:

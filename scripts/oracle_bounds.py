@@ -1,10 +1,10 @@
-"""What removing only the late reverberation could give: the early reference scored against the clean one.
+"""What removing only the late reverberation could give: the early target scored against the direct one.
 
     python scripts/oracle_bounds.py [--data data=demo] [--jobs N]
 
-For every utterance of a test set with both references (``clean``: the direct path; ``early``:
+For every utterance of a test set with both targets (``direct``: the direct path; ``early``:
 the direct path plus the first 50 ms of the room response), scores the unprocessed input and the
-``early`` signal itself against ``clean`` with PESQ, STOI, ESTOI and SI-SDR (``dereverb.metrics``).
+``early`` signal itself against ``direct`` with PESQ, STOI, ESTOI and SI-SDR (``dereverb.metrics``).
 A method that removed all late reverberation perfectly and left the early reflections would
 score what ``early`` scores; beating it on SI-SDR needs the early reflections removed as well.
 Prints a Markdown table (means over the utterances; missing values counted).
@@ -17,9 +17,10 @@ import sys
 
 import numpy as np
 
+from dereverb.cli.common import print_error
 from dereverb.data.audio import read_audio
 from dereverb.errors import DataError
-from dereverb.evaluate import load_test_set
+from dereverb.evaluation import load_test_set
 from dereverb.metrics import Scorer, metric_names, summarize
 
 
@@ -31,30 +32,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=None, help="metric worker processes (default: one per CPU)")
     args = p.parse_args(argv)
     try:
-        clean = load_test_set(args.data, "clean", args.sample_rate)
-        early = {u.id: u.reference for u in load_test_set(args.data, "early", args.sample_rate).utterances}
+        test = load_test_set(args.data, "both", args.sample_rate)
         rate = None
-        refs, inputs, earlies = [], [], []
-        for u in clean.utterances:
-            ref = read_audio(u.reference)
-            rate = rate or _rate(u.reference)
-            x, e = read_audio(u.reverb, rate), read_audio(early[u.id], rate)
-            n = min(len(ref), len(x), len(e))
-            refs.append(ref[:n])
+        directs, inputs, earlies = [], [], []
+        for u in test.utterances:
+            direct = read_audio(u.targets["direct"])
+            rate = rate or _rate(u.targets["direct"])
+            x, e = read_audio(u.reverberant, rate), read_audio(u.targets["early"], rate)
+            n = min(len(direct), len(x), len(e))
+            directs.append(direct[:n])
             inputs.append(x[:n])
             earlies.append(e[:n])
     except DataError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return print_error(err)
     names = metric_names(rate)
     with Scorer(rate, args.jobs) as scorer:
         rows = {
-            "unprocessed input": [s.row() for s in scorer.score_many(refs, inputs)],
+            "unprocessed input": [s.row() for s in scorer.score_many(inputs, directs)],
             "early (direct + 50 ms), a perfect late-reverberation remover": [
-                s.row() for s in scorer.score_many(refs, earlies)
+                s.row() for s in scorer.score_many(earlies, directs)
             ],
         }
-    print(f"Test set: {clean.source}; {len(refs)} utterances at {rate} Hz; reference: clean (direct path)\n")
+    print(f"Test set: {test.source}; {len(directs)} utterances at {rate} Hz; target: direct (the direct path)\n")
     print("| signal | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for label, r in rows.items():

@@ -11,8 +11,8 @@ steps, training hours, hardware, command, validation scores) after the records o
 continued from (``init_from=``), and the totals over all stages.
 
 ``--evaluate`` then scores the folder on a test set (default: the demo test set at the model's rate)
-with ``dereverb.evaluate`` beside the unprocessed input and WPE, against the early and the direct-path
-references, and writes ``MODEL_CARD.md`` from the record and that evaluation: every figure in the card
+with ``dereverb.evaluation`` beside the unprocessed input and WPE, against the early and the direct-path
+targets, and writes ``MODEL_CARD.md`` from the record and that evaluation: every figure in the card
 comes from these two commands. Without ``--evaluate`` an existing card is kept (or a stub written).
 """
 
@@ -26,16 +26,19 @@ from pathlib import Path
 
 import yaml
 
+from dereverb.atomic import write_text
+from dereverb.cli.common import print_error
 from dereverb.data.audio import read_audio
-from dereverb.errors import DataError
-from dereverb.evaluate import EvaluationError, evaluate, load_test_set
+from dereverb.errors import DataError, DereverbError
+from dereverb.evaluation import evaluate, load_test_set
 from dereverb.inference import calibrate_gain
 from dereverb.loading import LoadedModel, load_best_checkpoint
+from dereverb.metrics import metric_names
 from dereverb.pretrained import CARD_FILE, PRETRAINED_DIR, ModelFolderError, read_config, save_pretrained
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("pesq", "stoi", "estoi", "si_sdr")
-BAR = {"si_sdr": 2.0, "pesq": 0.25}  # least gain over the input against the early reference
+BAR = {"si_sdr": 2.0, "pesq": 0.25}  # least gain over the input against the early target
 
 
 def _stage_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
@@ -86,9 +89,9 @@ def training_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
 
 
 def bar_check(summary: dict) -> list[tuple[str, bool]]:
-    """The shipping bar on an evaluation summary with both references: ``(condition, met)`` pairs."""
+    """The shipping bar on an evaluation summary with both targets: ``(condition, met)`` pairs."""
     cols, checks = summary["columns"], []
-    pesq = next(n for n in summary["metrics"] if n.startswith("pesq")) if summary["metrics"] else "pesq_nb"
+    pesq = next(n for n in metric_names(summary["metric_rate"]) if n.startswith("pesq"))
     names = {m: pesq if m == "pesq" else m for m in METRICS}
     for m, n in names.items():
         model, inp = cols[f"early_{n}"]["mean"], cols[f"input_early_{n}"]["mean"]
@@ -98,7 +101,7 @@ def bar_check(summary: dict) -> list[tuple[str, bool]]:
         if wpe is not None:
             checks.append((f"early {n}: model {model:.3f} > WPE {wpe:.3f}", model > wpe))
     for n in names.values():
-        model, inp = cols[n]["mean"], cols[f"input_{n}"]["mean"]
+        model, inp = cols[f"direct_{n}"]["mean"], cols[f"input_direct_{n}"]["mean"]
         checks.append((f"direct {n}: model {model:.3f} > input {inp:.3f}", model > inp))
     return checks
 
@@ -108,15 +111,15 @@ def _fmt(stats: dict, digits: int) -> str:
 
 
 def results_table(summary: dict) -> list[str]:
-    """Markdown rows: each metric against both references, input, model and WPE with the deltas."""
+    """Markdown rows: each metric against both targets, input, model and WPE with the deltas."""
     cols = summary["columns"]
     has_wpe = "wpe" in summary["signals"]
-    head = "| reference | metric | input | model | Δ model - input [95 % CI] |"
+    head = "| target | metric | input | model | Δ model - input [95 % CI] |"
     head += " WPE | Δ WPE - input |" if has_wpe else ""
     lines = [head, "|---|---|--:|--:|--:|" + ("--:|--:|" if has_wpe else "")]
-    for ref, prefix in (("early (direct + 50 ms)", "early_"), ("direct path", "")):
-        for n in summary["metrics"]:
-            if n.startswith("early_") or (prefix and f"{prefix}{n}" not in cols):
+    for ref, prefix in (("early (direct + 50 ms)", "early_"), ("direct path", "direct_")):
+        for n in metric_names(summary["metric_rate"]):
+            if f"{prefix}{n}" not in cols:
                 continue
             c, d = f"{prefix}{n}", 2 if n.startswith(("pesq", "si_sdr")) else 3
             delta = cols[f"delta_{c}"]
@@ -166,7 +169,7 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
             else "the direct path only (the `direct` target)."
         ),
         "",
-        "**Shipping bar** (against the early reference: higher PESQ, STOI, ESTOI and SI-SDR than the input and WPE, "
+        "**Shipping bar** (against the early target: higher PESQ, STOI, ESTOI and SI-SDR than the input and WPE, "
         f"SI-SDR at least +{BAR['si_sdr']:g} dB and PESQ at least +{BAR['pesq']:g} over the input; against the "
         f"direct path: all four higher than the input): **{'met' if met else 'not met'}**"
         + ("" if met else f" ({sum(not ok for _, ok in checks)} of {len(checks)} conditions fail, listed below)."),
@@ -226,6 +229,29 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
     return "\n".join(lines) + "\n"
 
 
+def evaluate_and_write_card(args: argparse.Namespace, run: Path, dest: Path, rate: int, steps: int) -> None:
+    """``--evaluate``: score the model folder ``dest`` on the test set and write its ``MODEL_CARD.md``."""
+    eval_out = Path(args.eval_out) if args.eval_out else REPO / "results" / "eval" / f"{args.name}-{steps}"
+    is_config = any("=" in d for d in args.data)  # dataset overrides, prepared at the model's rate
+    data = [*args.data, f"sample_rate={rate}"] if is_config else args.data
+    result = evaluate(dest, data, eval_out, baselines=["wpe"], overwrite=args.overwrite, progress=False)
+    if "early" not in result.summary["targets"]:
+        raise DataError(f"--data {' '.join(args.data)}: the test set has no early targets")
+    rel = dest.resolve().relative_to(REPO) if dest.resolve().is_relative_to(REPO) else dest
+    parts = run.resolve().parts  # the run as the recipe names it: results/<name>/<seed>
+    shown_run = Path(*parts[parts.index("results") :]) if "results" in parts else run
+    ship = ["python", "scripts/ship_model.py", str(shown_run), "--name", args.name, "--out", str(rel), "--evaluate"]
+    again = ["python", "scripts/evaluate.py", "--model", str(rel), "--data", *data]
+    again += ["--out", f"results/eval/{args.name}-{steps}", "--baselines", "wpe"]
+    commands = {"data": " ".join(data), "ship": shlex.join(ship), "evaluate": shlex.join(again)}
+    config = json.loads((dest / "config.json").read_text())
+    write_text(dest / CARD_FILE, model_card(args.name, config, result.summary, commands))
+    checks = bar_check(result.summary)
+    print(f"{dest / CARD_FILE}: shipping bar {'met' if all(ok for _, ok in checks) else 'not met'}")
+    for text, ok in checks:
+        print(f"  {'met    ' if ok else 'NOT MET'} {text}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="training folder results/<name>/<seed>")
@@ -252,10 +278,11 @@ def main(argv: list[str] | None = None) -> int:
 
         record = training_record(run, loaded, cfg)
         manifests = prepare(OmegaConf.create(cfg["data"]), loaded.sample_rate, progress=False)
-        target = "early" if cfg["data"].get("target") == "early" else "clean"
-        valid = load_test_set(manifests["valid"], reference=target)
+        target = "early" if cfg["data"].get("target") == "early" else "direct"
+        valid = load_test_set(manifests["valid"], target=target)
         utts = valid.utterances[: args.calibration_items]
-        pairs = [(read_audio(u.reverb, loaded.sample_rate), read_audio(u.reference, loaded.sample_rate)) for u in utts]
+        pairs = [(read_audio(u.reverberant, loaded.sample_rate), read_audio(u.target, loaded.sample_rate))
+                 for u in utts]  # fmt: skip
         gain = calibrate_gain(loaded.model, pairs)
         record["stages"][-1]["output_gain_calibration"] = (
             f"median least-squares gain to the `{cfg['data'].get('target', 'direct')}` target over {len(pairs)} "
@@ -266,56 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                         extra={"output_gain": gain, "training": record})  # fmt: skip
         print(f"{dest}: {loaded.source}; output_gain {gain:.4g}; {record['total_optimizer_steps']} optimizer steps")
         if args.evaluate:
-            steps = record["total_optimizer_steps"]
-            eval_out = Path(args.eval_out) if args.eval_out else REPO / "results" / "eval" / f"{args.name}-{steps}"
-            is_config = any("=" in d for d in args.data)  # dataset overrides, prepared at the model's rate
-            data = [*args.data, f"sample_rate={loaded.sample_rate}"] if is_config else args.data
-            result = evaluate(dest, data, eval_out, baselines=["wpe"], overwrite=args.overwrite, progress=False)
-            if result.summary.get("second_reference") != "early":
-                raise DataError(f"--data {' '.join(args.data)}: the test set has no early references")
-            rel = dest.resolve().relative_to(REPO) if dest.resolve().is_relative_to(REPO) else dest
-            parts = run.resolve().parts  # the run as the recipe names it: results/<name>/<seed>
-            shown_run = Path(*parts[parts.index("results") :]) if "results" in parts else run
-            commands = {
-                "data": " ".join(data),
-                "ship": shlex.join(
-                    [
-                        "python",
-                        "scripts/ship_model.py",
-                        str(shown_run),
-                        "--name",
-                        args.name,
-                        "--out",
-                        str(rel),
-                        "--evaluate",
-                    ]
-                ),
-                "evaluate": shlex.join(
-                    [
-                        "python",
-                        "scripts/evaluate.py",
-                        "--model",
-                        str(rel),
-                        "--data",
-                        *data,
-                        "--out",
-                        f"results/eval/{args.name}-{steps}",
-                        "--baselines",
-                        "wpe",
-                    ]
-                ),
-            }
-            config = json.loads((dest / "config.json").read_text())
-            tmp = dest / f".{CARD_FILE}.tmp"
-            tmp.write_text(model_card(args.name, config, result.summary, commands))
-            tmp.replace(dest / CARD_FILE)
-            checks = bar_check(result.summary)
-            print(f"{dest / CARD_FILE}: shipping bar {'met' if all(ok for _, ok in checks) else 'not met'}")
-            for text, ok in checks:
-                print(f"  {'met    ' if ok else 'NOT MET'} {text}")
-    except (DataError, ModelFolderError, EvaluationError, FileExistsError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+            evaluate_and_write_card(args, run, dest, loaded.sample_rate, record["total_optimizer_steps"])
+    except (DereverbError, FileExistsError) as err:
+        return print_error(err)
     return 0
 
 

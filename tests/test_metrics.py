@@ -45,7 +45,7 @@ def test_identical_signals_score_at_the_top(rate):
 
 def test_scores_fall_with_noise():
     x = speech_like(3.0, 16000)
-    clean, mild, harsh = (score(x, y, 16000).values for y in (x, with_noise(x, 20), with_noise(x, 0)))
+    clean, mild, harsh = (score(y, x, 16000).values for y in (x, with_noise(x, 20), with_noise(x, 0)))
     for name in ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr"):
         assert clean[name] > mild[name] > harsh[name], name
     assert harsh["pesq_nb"] < 2.5
@@ -94,7 +94,7 @@ def test_non_finite_estimate_makes_every_metric_missing():
     x = speech_like(2.0, 8000)
     y = x.copy()
     y[100] = np.nan
-    s = score(x, y, 8000)
+    s = score(y, x, 8000)
     assert all(math.isnan(v) for v in s.values.values())
     assert set(s.failures.values()) == {"non-finite samples"}
 
@@ -109,9 +109,9 @@ def test_unsupported_rate_and_length_mismatch_are_refused():
 def test_parallel_workers_give_the_serial_scores():
     refs = [speech_like(2.0, 8000, seed=i) for i in range(4)]
     ests = [with_noise(r, 5 + 5 * i, seed=i) for i, r in enumerate(refs)]
-    serial = Scorer(8000, jobs=1).score_many(refs, ests)
+    serial = Scorer(8000, jobs=1).score_many(ests, refs)
     with Scorer(8000, jobs=2) as scorer:
-        parallel = scorer.score_many(refs, ests)
+        parallel = scorer.score_many(ests, refs)
     for p, s in zip(parallel, serial, strict=True):  # the same up to BLAS rounding in another process
         assert p.values == pytest.approx(s.values, rel=1e-9)
     assert len({round(s.values["pesq_nb"], 3) for s in serial}) == 4  # really four different utterances
@@ -124,3 +124,19 @@ def test_summarize_counts_missing_values():
     assert summary["input_pesq_nb"]["missing"] == 1
     assert summary["input_pesq_nb"]["mean"] == pytest.approx(rows[0]["input_pesq_nb"])
     assert summary["input_si_sdr"]["missing"] == 1
+
+
+def test_every_metric_takes_the_estimate_first_then_the_target():
+    """PESQ and ESTOI are not symmetric: swapping the arguments changes the score, so the order is pinned."""
+    target = speech_like(3.0, 16000)
+    estimate = with_noise(target, 5)
+    forward, swapped = score(estimate, target, 16000).values, score(target, estimate, 16000).values
+    assert forward["pesq_wb"] != pytest.approx(swapped["pesq_wb"], abs=1e-3)
+    assert forward["estoi"] != pytest.approx(swapped["estoi"], abs=1e-3)
+    assert forward["si_sdr"] == pytest.approx(si_sdr(estimate, target))
+    (many,) = Scorer(16000, jobs=1).score_many([estimate], [target])
+    assert many.values == pytest.approx(forward)
+    silent = np.zeros_like(target)
+    assert score(target, silent, 16000).failures["si_sdr"] == "silent target"
+    with pytest.raises(ValueError, match="got 1 estimates and 2 targets"):
+        Scorer(16000, jobs=1).score_many([estimate], [target, target])
