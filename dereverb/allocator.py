@@ -19,7 +19,7 @@ import ctypes.util
 import logging
 import os
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "release_free_memory", "tune_glibc_malloc"]
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "preloaded_allocator", "release_free_memory", "tune_glibc_malloc"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,13 @@ MMAP_THRESHOLD = 32 * 2**20  # glibc's documented maximum on 64-bit systems
 TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 
 
-def _other_allocator() -> str | None:
+def preloaded_allocator() -> str | None:
+    """The allocator preloaded in place of glibc's (``tcmalloc``, ``jemalloc``, ``mimalloc``), or None.
+
+    Example:
+        >>> preloaded_allocator() in (None, "tcmalloc", "jemalloc", "mimalloc")
+        True
+    """
     preload = os.environ.get("LD_PRELOAD", "")
     for name in ("tcmalloc", "jemalloc", "mimalloc"):
         if name in preload:
@@ -39,7 +45,7 @@ def _other_allocator() -> str | None:
 
 def _glibc():
     """glibc as a ctypes library, or None (another C library, or another allocator preloaded)."""
-    if _other_allocator() is not None:
+    if preloaded_allocator() is not None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -84,7 +90,7 @@ def tune_glibc_malloc() -> bool:
     """
     if os.environ.get("DEREVERB_MALLOC", "").lower() == "default":
         return False
-    other = _other_allocator()
+    other = preloaded_allocator()
     if other is not None:
         logger.debug("%s is preloaded: glibc malloc settings left alone", other)
         return False

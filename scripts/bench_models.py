@@ -201,9 +201,9 @@ def main(argv=None) -> None:
     import torch
 
     tuned = sorted(k for k in os.environ if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")
-    from dereverb.allocator import MMAP_THRESHOLD, _other_allocator
+    from dereverb.allocator import MMAP_THRESHOLD, preloaded_allocator
 
-    allocator = _other_allocator()
+    allocator = preloaded_allocator()
     if allocator is None and tuned:
         allocator = "glibc with " + ", ".join(f"{k}={os.environ[k]}" for k in tuned)
     elif allocator is None and args.glibc_defaults:

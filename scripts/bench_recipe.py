@@ -40,7 +40,7 @@ def main(argv=None) -> None:
 
     from dereverb.config import compose
     from dereverb.losses import NegSISDR
-    from dereverb.train import build
+    from dereverb.training.experiment import build
 
     torch.set_num_threads(args.threads)
     total = args.warmup + args.rounds * args.steps

@@ -25,3 +25,14 @@ def test_applied_on_glibc(monkeypatch):
 def test_left_alone(monkeypatch, env, value):
     monkeypatch.setenv(env, value)
     assert tune_glibc_malloc() is False
+
+
+@pytest.mark.parametrize(
+    ("preload", "expected"),
+    [("", None), ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "jemalloc"), ("libmimalloc.so", "mimalloc")],
+)
+def test_the_preloaded_allocator_is_named(monkeypatch, preload, expected):
+    from dereverb.allocator import preloaded_allocator
+
+    monkeypatch.setenv("LD_PRELOAD", preload)
+    assert preloaded_allocator() == expected

@@ -7,18 +7,20 @@ precision, gradient clipping, skipping non-finite updates, progress bars, intra-
 checkpoints, resuming and DDP are SpeechBrain's own.
 
 The checkpointer reads every parameter file with ``torch.load(..., weights_only=True)`` (see
-:func:`load_weights`): a checkpoint folder is data, never code, whatever the environment says.
+:func:`~dereverb.weights.load_weights`): a checkpoint folder is data, never code, whatever the
+environment says.
+
+At the start of each call of ``fit`` the main process logs what the run will cost on this machine,
+measured on its first training steps (see :mod:`dereverb.training.cost`).
 """
 
 from __future__ import annotations
 
 import csv
-import errno
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -32,16 +34,18 @@ from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 from speechbrain.utils.epoch_loop import EpochCounter
 
+from dereverb.atomic import atomic_file, write_text
+from dereverb.errors import CheckpointError
 from dereverb.metrics import Scorer, summarize
-from dereverb.weights import CheckpointError, load_weights
+from dereverb.training.cost import RunCost, StepClock
+from dereverb.training.faults import RESUME_HINT, checkpoint_write_failure
+from dereverb.weights import load_weights
 
-__all__ = ["AtomicCheckpointer", "CheckpointError", "DereverbBrain", "load_weights"]
+__all__ = ["AtomicCheckpointer", "DereverbBrain"]
 
 logger = logging.getLogger(__name__)
 
 _TMP_PREFIX = "tmp-"
-
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _load_state_dict(obj, path, end_of_epoch):
@@ -87,15 +91,6 @@ def _weights_only_hook(name: str, obj):
     if isinstance(obj, _TEXT_STATE_TYPES):
         return None
     raise TypeError(f"checkpoint recoverable {name!r}: no weights-only loader for {type(obj).__name__}")
-
-
-def _write_failure(err: Exception) -> str:
-    """A failed write of a checkpoint in a few words (``torch.save`` reports a full disk in many ways)."""
-    if isinstance(err, OSError) and err.errno in _DISK_FULL:
-        return f"the disk is full or a file size limit was reached: {err.strerror}"
-    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)  # torch's C++ location
-    return f"the write failed, is the disk full? ({text})"
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -148,8 +143,7 @@ class AtomicCheckpointer(Checkpointer):
             if self._saving is not None:
                 shutil.rmtree(self._saving, ignore_errors=True)
             raise CheckpointError(
-                f"{self.checkpoints_dir}: could not write a checkpoint: {_write_failure(err)}; the earlier "
-                "checkpoints are intact: free some space and run the same command to resume"
+                f"{self.checkpoints_dir}: could not write a checkpoint: {checkpoint_write_failure(err)}; {RESUME_HINT}"
             ) from None
         if ckpt is not None:  # main process: every file is written, publish the folder
             final = ckpt.path.with_name(ckpt.path.name[len(_TMP_PREFIX) :])
@@ -179,12 +173,15 @@ class DereverbBrain(sb.Brain):
     ``lr_scheduler`` (SpeechBrain's ``ReduceLROnPlateau``), ``epoch_counter``, ``train_logger``,
     ``metric_jobs``, ``output_dir`` and, optionally, ``max_minutes``: a training-time budget for
     this call of ``fit`` (see :meth:`_optimizer_step_limit_exceeded`).
+
+    The main process logs the run's cost estimate once per call of ``fit``, after its first steps
+    (:class:`~dereverb.training.cost.RunCost`).
     """
 
     def on_fit_start(self):
         self._seconds_before = 0.0  # training wall time of earlier calls, restored from the checkpoint
         super().on_fit_start()
-        self._fit_started, self._time_up = time.monotonic(), False
+        self._fit_started, self._time_up, self._cost = time.monotonic(), False, None
 
     def train_seconds(self) -> float:
         """Wall-clock seconds spent in ``fit`` (validation included), summed over every resumed call."""
@@ -258,9 +255,46 @@ class DereverbBrain(sb.Brain):
             self._resumed_at, self._batches_run = self.step, 0
             if self.step:
                 logger.info("epoch %d: resuming after batch %d (restored from the last checkpoint)", epoch, self.step)
+            self._start_clock(epoch)
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         self._batches_run += 1
+
+    # the cost estimate
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        if stage == sb.Stage.TRAIN:  # this process's batches per epoch (its shard under DDP)
+            self._steps_per_epoch = len(loader) if hasattr(loader, "__len__") else None
+        return loader
+
+    def _start_clock(self, epoch) -> None:
+        """Time the first steps of this call's first epoch, on the main process only."""
+        self._clock = None
+        steps = getattr(self, "_steps_per_epoch", None)
+        if not steps or self.step >= steps or getattr(self, "_cost", None) is not None or not if_main_process():
+            return  # measured already in this call, or no step to measure in this epoch
+        epochs = self.hparams.epoch_counter.limit
+        done = (epoch or 1) - 1 + self.step / steps  # epochs trained before this call
+        self._clock = StepClock(steps - self.step)
+        self._cost = RunCost(
+            steps_per_epoch=steps,
+            seconds_per_step=math.nan,
+            epochs=epochs,
+            measured=self._clock.measured,
+            epochs_left=epochs - done if done else None,
+            max_minutes=getattr(self.hparams, "max_minutes", None),
+            max_steps=self.optimizer_step_limit,
+            steps_done=self.optimizer_step,
+        )
+
+    def fit_batch(self, batch):
+        loss = super().fit_batch(batch)  # its loss.cpu() waits for the device: the step is done
+        seconds = self._clock.tick() if getattr(self, "_clock", None) is not None else None
+        if seconds is not None:
+            self._clock, self._cost.seconds_per_step = None, seconds
+            logger.info("%s", self._cost.line())
+        return loss
 
     def _scorer(self) -> Scorer:
         if getattr(self, "_metric_scorer", None) is None:
@@ -324,21 +358,18 @@ class DereverbBrain(sb.Brain):
 
     def _write_results(self, rows: list[dict], summary: dict) -> None:
         out = Path(self.hparams.output_dir)
-        tmp = out / "test_results.csv.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_file(out / "test_results.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, out / "test_results.csv")
-        tmp = out / "test_summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        os.replace(tmp, out / "test_summary.json")
+        write_text(out / "test_summary.json", json.dumps(summary, indent=2, default=float) + "\n")
         logger.info("test results written to %s", out / "test_results.csv")
 
     def on_fit_end(self):
-        self._close_scorer()
+        self.close_scorer()
 
-    def _close_scorer(self):
+    def close_scorer(self):
+        """Stop the metric worker processes (started on the first validation; started again if needed)."""
         if getattr(self, "_metric_scorer", None) is not None:
             self._metric_scorer.close()
             self._metric_scorer = None

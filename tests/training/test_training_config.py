@@ -10,10 +10,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dereverb.config import CONF_DIR, compose
-from dereverb.errors import DataError
+from dereverb.errors import ConfigError, DataError
 from dereverb.losses import LOSSES
 from dereverb.models import DTCN, TCN
-from dereverb.train import ConfigError, validate
+from dereverb.training.config import validate
 
 PRIMARY = sorted(p.stem for p in CONF_DIR.glob("*.yaml") if p.stem != "prepare")
 GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("model", "data", "optim", "loss", "run")}
@@ -82,12 +82,40 @@ def test_16k_config_scales_the_encoder_window():
     assert compose("dtcn_16k", ["model=tcn_small"]).model.L == 32
 
 
+def _composed(name: str, overrides=()) -> dict:
+    """A primary config composed with Hydra's own config (less its runtime facts), unresolved."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_container(hydra_compose(name, list(overrides), return_hydra_config=True))
+    for key in ("runtime", "overrides"):  # the facts of this process, the overrides as given
+        cfg["hydra"].pop(key)
+    for key in ("config_name", "override_dirname"):  # the config's name, the overrides as given
+        cfg["hydra"]["job"].pop(key)
+    return cfg
+
+
 def test_primary_configs_differ_only_in_what_they_say():
     dtcn, tcn = (OmegaConf.to_container(compose(n), resolve=True) for n in ("dtcn", "tcn"))
     assert dtcn["model"]["_target_"] == "dereverb.models.DTCN"
     assert tcn["model"]["_target_"] == "dereverb.models.TCN"
     for key in ("data", "optim", "loss", "run", "sample_rate", "seed"):
         assert dtcn[key] == tcn[key], key
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("tcn", ["model=tcn", "name=tcn"]),  # conf/tcn.yaml: the DTCN recipe with the TCN model
+        ("dtcn_16k", ["sample_rate=16000", "name=dtcn_16k"]),  # conf/dtcn_16k.yaml: the DTCN recipe at 16 kHz
+    ],
+)
+@pytest.mark.parametrize("more", [[], ["debug=smoke"], ["model=dtcn_small", "seed=3"], ["data=whamr"]])
+def test_derived_configs_are_the_dtcn_recipe_with_their_own_settings(name, overrides, more):
+    """A derived config composes exactly as ``conf/dtcn.yaml`` with its few overrides: it cannot drift."""
+    assert _composed(name, more) == _composed("dtcn", [*overrides, *more])
+    assert list(_composed(name)) == list(_composed("dtcn"))  # the same keys, in the same order
 
 
 @pytest.mark.parametrize(
@@ -130,7 +158,7 @@ def test_validate_refuses_bad_values_with_one_line_naming_the_key(overrides, mat
 
 
 def test_the_known_keys_are_the_keys_of_the_configs():
-    from dereverb.train import OPTIM_KEYS, RUN_KEYS
+    from dereverb.training.config import OPTIM_KEYS, RUN_KEYS
 
     for name in PRIMARY:
         cfg = compose(name)

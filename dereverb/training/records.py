@@ -1,0 +1,97 @@
+"""The records a run folder keeps beside its checkpoints, each written atomically.
+
+``model_config.json`` (the model a folder trains: resuming it with another one is refused),
+``config.yaml`` (the resolved config of the latest call) and ``environment.json`` (versions,
+platform and the command as typed, of the latest call).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
+
+from dereverb import __version__
+from dereverb.atomic import write_text
+from dereverb.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["check_resume_compatible", "environment", "write_run_records"]
+
+MODEL_RECORD = "model_config.json"
+
+
+def check_resume_compatible(out: Path, model: torch.nn.Module, sample_rate: int, record_it: bool = True) -> None:
+    """Refuse to resume a run folder that holds another model configuration.
+
+    Args:
+        out: the run folder.
+        model: the model this run trains.
+        sample_rate: the run's sample rate.
+        record_it: write ``model_config.json`` into a folder without one (call it so only while
+            holding the folder's lock).
+
+    Raises:
+        ConfigError: the folder's record names another class, configuration or sample rate.
+
+    Example:
+        >>> import tempfile, torch
+        >>> out = Path(tempfile.mkdtemp())
+        >>> class Tiny(torch.nn.Linear):
+        ...     def get_config(self):
+        ...         return {"in_features": self.in_features}
+        >>> check_resume_compatible(out, Tiny(2, 2), 8000)  # a new folder: recorded
+        >>> try:
+        ...     check_resume_compatible(out, Tiny(3, 2), 8000)
+        ... except ConfigError as err:
+        ...     print(str(err).split(" (")[1].split(")")[0])
+        in_features differ
+    """
+    record = out / MODEL_RECORD
+    current = {"class": type(model).__name__, "config": model.get_config(), "sample_rate": sample_rate}
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved != current:
+            old, new = saved["config"], current["config"]
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            what = ", ".join(diff) or ("class" if saved["class"] != current["class"] else "sample_rate")
+            raise ConfigError(
+                f"{out} holds a run of another model ({what} differ): resume it with its own config, "
+                "or choose another name or seed"
+            )
+        return
+    if record_it:
+        write_text(record, json.dumps(current, indent=2) + "\n", overwrite=False)
+
+
+def environment() -> dict:
+    """Versions of dereverb, Python, torch and SpeechBrain, the platform, and the command as typed."""
+    import speechbrain
+    import torch
+
+    return {
+        "dereverb": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "speechbrain": speechbrain.__version__,
+        "cuda": torch.cuda.is_available(),
+        "threads": torch.get_num_threads(),
+        "argv": sys.argv,
+        # the command as typed (train.py hands Hydra its arguments without the config file)
+        "command": os.environ.get("DEREVERB_COMMAND", shlex.join(["python", *sys.argv])),
+    }
+
+
+def write_run_records(out: Path, cfg: DictConfig) -> None:
+    """Write this call's ``config.yaml`` (resolved) and ``environment.json`` into the run folder, replacing the last."""
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(out / "environment.json", json.dumps(environment(), indent=2) + "\n")
