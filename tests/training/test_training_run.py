@@ -279,6 +279,7 @@ def test_ddp_two_processes_share_one_output_folder(pairs, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", TRAIN, CONFIG]
     proc = ok(run_group([*command, *smoke_args(pairs, tmp_path, out)], tmp_path / "cwd", timeout=300))
     assert proc.stdout.count("Going into epoch 1") == 1  # SpeechBrain logs on the main process only
+    assert proc.stdout.count("cost estimate: 2 steps/epoch, ") == 1  # the main process's half of the 4 batches
     assert "best model (pesq = " in proc.stdout
     check_run_folder(out, n_test=len(manifest_ids(tmp_path / "prepared")))  # exactly one checkpoint
     assert {p.name for p in tmp_path.iterdir()} == {"cwd", "out", "prepared"}
