@@ -85,7 +85,7 @@ def test_non_causal_model_uses_the_future(device):
 
 
 def test_parameter_counts_of_the_default_configurations():
-    """The figures stated in the README (the DTCN paper reports about 3.6M)."""
+    """The figures stated in docs/models.md (the DTCN paper reports about 3.6M)."""
 
     def count(model):
         return sum(p.numel() for p in model.parameters())
@@ -96,6 +96,7 @@ def test_parameter_counts_of_the_default_configurations():
     assert count(DTCN(skip_channels=128)) == 5_094_673
     assert count(TCN(N=256, H=256, R=2)) == 1_161_888
     assert count(DTCN(N=256, H=256, R=2)) == 1_198_816
+    assert count(DTCN(N=256, H=256, R=2, init="identity")) == 1_199_072  # conf/model/dtcn_small.yaml
 
 
 def test_receptive_field():
