@@ -233,7 +233,8 @@ def evaluate_and_write_card(args: argparse.Namespace, run: Path, dest: Path, rat
     """``--evaluate``: score the model folder ``dest`` on the test set and write its ``MODEL_CARD.md``."""
     eval_out = Path(args.eval_out) if args.eval_out else REPO / "results" / "eval" / f"{args.name}-{steps}"
     is_config = any("=" in d for d in args.data)  # dataset overrides, prepared at the model's rate
-    data = [*args.data, f"sample_rate={rate}"] if is_config else args.data
+    given_rate = any(d.startswith("sample_rate=") for d in args.data)
+    data = [*args.data, f"sample_rate={rate}"] if is_config and not given_rate else args.data
     result = evaluate(dest, data, eval_out, baselines=["wpe"], overwrite=args.overwrite, progress=False)
     if "early" not in result.summary["targets"]:
         raise DataError(f"--data {' '.join(args.data)}: the test set has no early targets")
