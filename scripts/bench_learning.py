@@ -16,11 +16,12 @@ Run folders go to ``results/bench_learning/<case>/`` (a re-run resumes and reuse
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from dereverb.training.records import read_train_log
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,30 +33,6 @@ CASES = {
     "tcn-identity": ("tcn", ["model=tcn_small"]),
 }
 METRICS = ("pesq", "stoi", "estoi", "si_sdr")
-LINE = re.compile(r"^epoch: (\d+),.* - valid loss: .*$")
-
-
-def parse_log(path: Path) -> list[dict[str, float]]:
-    """The validation scores of a ``train_log.txt``, one dict per epoch (SpeechBrain's format).
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "log.txt"
-        >>> _ = p.write_text("epoch: 1, lr: 1.00e-03 - train loss: -9.1 - valid loss: -9.5, valid pesq_nb: 2.5, "
-        ...                  "valid si_sdr: 9.5, valid input_si_sdr: 9.0\\n")
-        >>> parse_log(p)
-        [{'epoch': 1.0, 'loss': -9.5, 'pesq_nb': 2.5, 'si_sdr': 9.5, 'input_si_sdr': 9.0}]
-    """
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        m = LINE.match(line)
-        if not m:
-            continue
-        row = {"epoch": float(m.group(1))}
-        for key, value in re.findall(r"valid (\w+): ([-+0-9.e]+)", line):
-            row[key] = float(value)
-        rows.append(row)
-    return rows
 
 
 def run_case(name: str, steps: int, every: int, valid_items: int, sample_rate: int, extra: list[str]) -> float:
@@ -116,9 +93,9 @@ def main(argv=None) -> None:
     curves, seconds = {}, {}
     for name in args.cases:
         log = ROOT / "results" / "bench_learning" / f"{name}-{args.sample_rate // 1000}k" / "train_log.txt"
-        before = len(parse_log(log))
+        before = len(read_train_log(log))
         wall = run_case(name, args.steps, args.every, args.valid_items, args.sample_rate, args.overrides)
-        curves[name] = parse_log(log)
+        curves[name] = read_train_log(log)
         if before == 0:  # timed only when this call ran the whole case
             seconds[name] = wall / args.steps
         print(f"{name}: {len(curves[name])} validations, {wall:.0f} s", file=sys.stderr, flush=True)

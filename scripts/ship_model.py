@@ -35,9 +35,11 @@ from dereverb.inference import calibrate_gain
 from dereverb.loading import LoadedModel, load_best_checkpoint
 from dereverb.metrics import metric_names
 from dereverb.pretrained import CARD_FILE, PRETRAINED_DIR, ModelFolderError, read_config, save_pretrained
+from dereverb.training.records import TRAIN_LOG, read_train_log
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = ("pesq", "stoi", "estoi", "si_sdr")
+CURVE_KEYS = ("epoch", "steps", "pesq_nb", "pesq_wb", "stoi", "estoi", "si_sdr")
 BAR = {"si_sdr": 2.0, "pesq": 0.25}  # least gain over the input against the early target
 
 
@@ -68,6 +70,11 @@ def _stage_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
         record["epoch"] = int(counter.read_text().strip())
     data = cfg.get("data", {})
     record["data"] = {k: v for k, v in data.items() if k not in ("save_folder", "pack_dir", "root")}
+    key = cfg.get("run", {}).get("best_key", "pesq")
+    record["selected_by"] = ("pesq_wb" if cfg.get("sample_rate") == 16000 else "pesq_nb") if key == "pesq" else key
+    record["validation_curve"] = [
+        {k: round(row[k], 4) for k in CURVE_KEYS if k in row} for row in read_train_log(run / TRAIN_LOG)
+    ]
     return record
 
 
@@ -86,6 +93,23 @@ def training_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
         "total_optimizer_steps": sum(s["optimizer_steps"] for s in stages),
         "total_train_hours": round(sum(s.get("train_seconds", 0.0) for s in stages) / 3600, 3),
     }
+
+
+def better_than_previous(stages: list[dict]) -> tuple[bool, str]:
+    """Whether the last stage's best checkpoint beats the stage it continued from on validation.
+
+    Both stages must be scored on the same validation data (the same data settings); the metric is the
+    one the last stage selected its checkpoint by. Returns ``(better, one line saying why)``.
+    """
+    new, old = stages[-1], stages[-2]
+    if new.get("data") != old.get("data"):
+        raise DataError("--if-better: the two stages were validated on different data settings; compare them "
+                        "on a test set instead")  # fmt: skip
+    key = new["selected_by"]
+    if key not in old.get("validation", {}):
+        raise DataError(f"--if-better: the previous stage's record has no validation {key}")
+    a, b = new["validation"][key], old["validation"][key]
+    return a > b, f"validation {key} {a:.4f} (this stage) against {b:.4f} (the model it continued from)"
 
 
 def bar_check(summary: dict) -> list[tuple[str, bool]]:
@@ -146,6 +170,29 @@ def _data_text(data: dict) -> str:
     return text + f", {data.get('segment_s', '?')} s training segments"
 
 
+def curve_table(stages: list[dict], rate: int) -> list[str]:
+    """The card's validation curve: every validation of every stage that recorded one."""
+    pesq = "pesq_wb" if rate == 16000 else "pesq_nb"
+    missing = [str(i) for i, s in enumerate(stages, 1) if not s.get("validation_curve")]
+    lines = ["", "Validation after each epoch (scores against the training target on the validation split):", ""]
+    if missing:
+        lines += [f"Stage(s) {', '.join(missing)}: no curve in the training record.", ""]
+    lines += [f"| stage | epoch | optimizer steps (all stages) | {pesq} | stoi | estoi | si_sdr |",
+              "|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+    given = stages[-1].get("validation", {})
+    if all(f"input_{k}" in given for k in (pesq, *METRICS[1:])):
+        scores = [f"{given[f'input_{k}']:.{2 if k == 'si_sdr' else 3}f}" for k in (pesq, *METRICS[1:])]
+        lines.append("| input | | | " + " | ".join(scores) + " |")
+    before = 0
+    for i, s in enumerate(stages, 1):
+        for row in s.get("validation_curve", []):
+            steps = f"{before + int(row['steps']):,}" if "steps" in row else ""
+            scores = [f"{row[k]:.{2 if k == 'si_sdr' else 3}f}" if k in row else "" for k in (pesq, *METRICS[1:])]
+            lines.append(f"| {i} | {int(row['epoch'])} | {steps} | " + " | ".join(scores) + " |")
+        before += s["optimizer_steps"]  # the next stage starts from this one's best checkpoint
+    return lines
+
+
 def model_card(name: str, config: dict, summary: dict, commands: dict[str, str]) -> str:
     """``MODEL_CARD.md`` from a model folder's ``config.json`` and its evaluation summary."""
     from dereverb.pretrained import MODELS
@@ -204,6 +251,7 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
         estimated = " (from file times)" if s.get("train_seconds_source") else ""
         cells = [str(i), f"{s['optimizer_steps']:,}", f"{hours:.2f}{estimated}", str(s.get("epoch", "")), hw, val]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += curve_table(training["stages"], rate)
     lines += ["", "Commands, in order (each stage runs in the repository root; the later ones continue from the "
               "model folder of the one before with `init_from=`):", "", "```bash"]  # fmt: skip
     lines += [s["command"] for s in training["stages"] if s.get("command")]
@@ -263,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", nargs="+", default=["data=demo"], help="the test set of --evaluate (default data=demo)")
     p.add_argument("--eval-out", default=None, help="evaluation folder (default results/eval/<name>-<steps>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder (and evaluation)")
+    p.add_argument("--if-better", action="store_true",
+                   help="write nothing unless the run beats the model it continued from on validation")  # fmt: skip
     args = p.parse_args(argv)
     run = Path(args.run)
     dest = Path(args.out) if args.out else PRETRAINED_DIR / args.name
@@ -278,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         from dereverb.data import prepare
 
         record = training_record(run, loaded, cfg)
+        if args.if_better and len(record["stages"]) > 1:
+            better, why = better_than_previous(record["stages"])
+            print(f"{run}: {'better' if better else 'not better; nothing written'}: {why}")
+            if not better:
+                return 0
         manifests = prepare(OmegaConf.create(cfg["data"]), loaded.sample_rate, progress=False)
         target = "early" if cfg["data"].get("target") == "early" else "direct"
         valid = load_test_set(manifests["valid"], target=target)

@@ -341,7 +341,7 @@ class DereverbBrain(sb.Brain):
         if stage == sb.Stage.VALID:
             old_lr, _ = self.hparams.lr_scheduler([self.optimizer], epoch, stage_loss)
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": old_lr},
+                stats_meta={"epoch": epoch, "lr": old_lr, "steps": self.optimizer_step},
                 train_stats={"loss": self.train_loss} if hasattr(self, "train_loss") else None,
                 valid_stats=stats,
             )

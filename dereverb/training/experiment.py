@@ -227,7 +227,7 @@ def _build_locked(cfg, model, out: Path, run_opts: dict, lock, log_handler) -> E
         "best_key": r.best_key,
         "lr_scheduler": lr_scheduler,
         "epoch_counter": epoch_counter,
-        "train_logger": FileTrainLogger(out / "train_log.txt"),
+        "train_logger": FileTrainLogger(out / "train_log.txt", precision=4),
         "metric_jobs": r.metric_jobs,
         "output_dir": str(out),
         "max_minutes": r.get("max_minutes"),

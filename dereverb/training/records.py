@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -24,9 +25,12 @@ from dereverb.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_resume_compatible", "environment", "write_run_records"]
+__all__ = ["check_resume_compatible", "environment", "read_train_log", "write_run_records"]
 
 MODEL_RECORD = "model_config.json"
+TRAIN_LOG = "train_log.txt"
+_VALID_LINE = re.compile(r"^epoch: \d+,.* - valid loss: ")
+_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 
 
 def check_resume_compatible(out: Path, model: torch.nn.Module, sample_rate: int, record_it: bool = True) -> None:
@@ -95,3 +99,29 @@ def write_run_records(out: Path, cfg: DictConfig) -> None:
     """Write this call's ``config.yaml`` (resolved) and ``environment.json`` into the run folder, replacing the last."""
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     write_text(out / "environment.json", json.dumps(environment(), indent=2) + "\n")
+
+
+def read_train_log(path: Path) -> list[dict[str, float]]:
+    """The validation rows of a run's ``train_log.txt`` (SpeechBrain's format), one dict per epoch.
+
+    Each row has the line's leading fields (``epoch``, ``lr`` and, in logs written since the recipe
+    records them, ``steps``: optimizer steps so far in the run) and its ``valid <name>`` scores;
+    test lines and a missing file give no rows.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "train_log.txt"
+        >>> _ = p.write_text("epoch: 1, lr: 1.00e-03, steps: 133 - train loss: -9.1 - valid loss: -9.5, "
+        ...                  "valid pesq_nb: 2.5, valid si_sdr: 9.5\\nepoch loaded: 1 - test loss: -9.4\\n")
+        >>> read_train_log(p)
+        [{'epoch': 1.0, 'lr': 0.001, 'steps': 133.0, 'loss': -9.5, 'pesq_nb': 2.5, 'si_sdr': 9.5}]
+    """
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        if not _VALID_LINE.match(line):
+            continue
+        head, _, rest = line.partition(" - ")
+        row = {k: float(v) for k, v in re.findall(r"(\w+): " + _NUMBER, head)}
+        row.update((k, float(v)) for k, v in re.findall(r"valid (\w+): " + _NUMBER, rest))
+        rows.append(row)
+    return rows

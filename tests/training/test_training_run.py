@@ -110,6 +110,12 @@ def test_ship_model_makes_a_model_folder_from_the_best_checkpoint(smoke_run, tmp
     best_key = yaml.safe_load((ckpt / "CKPT.yaml").read_text())["best_key"]
     assert record["validation"]["best_key"] == pytest.approx(best_key, abs=1e-4)  # rounded to 4 decimals
     assert "`direct` target over 2 validation utterances" in record["output_gain_calibration"]  # smoke valid split
+    assert record["selected_by"] == "pesq_nb"  # run.best_key=pesq at 8 kHz
+    (curve,) = record["validation_curve"]  # the run's one validation, from its train_log.txt
+    assert curve["epoch"] == 1
+    assert curve["steps"] == 4
+    assert curve["pesq_nb"] == pytest.approx(best_key, abs=1e-4)
+    assert set(curve) == {"epoch", "steps", "pesq_nb", "stoi", "estoi", "si_sdr"}
     assert np.isfinite(config["output_gain"])
     assert config["output_gain"] != 0
     assert f"checkpoint {ckpt.name}" in shipped.stdout
@@ -197,6 +203,9 @@ def test_ship_model_evaluates_writes_the_card_and_chains_stages(smoke_run, pairs
     assert f"): **{verdict}**" in card
     assert "python scripts/evaluate.py --model" in card
     assert "4 optimizer steps in 1 stage(s)" in card
+    (curve,) = json.loads((dest / "config.json").read_text())["training"]["stages"][0]["validation_curve"]
+    assert f"| 1 | 1 | 4 | {curve['pesq_nb']:.3f} | {curve['stoi']:.3f} | {curve['estoi']:.3f} | " \
+           f"{curve['si_sdr']:.2f} |" in card  # fmt: skip
 
     out2 = tmp_path / "run2"
     ok(run_train(tmp_path / "cwd", *smoke_args(pairs, tmp_path, out2, f"init_from={dest}")))
@@ -212,6 +221,25 @@ def test_ship_model_evaluates_writes_the_card_and_chains_stages(smoke_run, pairs
     assert record["total_train_hours"] == pytest.approx(
         sum(s["train_seconds"] for s in record["stages"]) / 3600, abs=1e-3
     )
+
+    # --if-better writes nothing unless this stage beats the one it continued from on validation
+    config = json.loads((dest / "config.json").read_text())
+    ship2 = [*ship, str(out2), "--name", "tiny", "--if-better"]
+    for previous, better in ((1e6, False), (-1e6, True)):
+        config["training"]["stages"][0]["validation"]["pesq_nb"] = previous
+        (dest / "config.json").write_text(json.dumps(config))
+        dest3 = tmp_path / f"stage2-{better}"
+        shown = ok(subprocess.run([*ship2, "--out", str(dest3)], env=run_env(), capture_output=True, text=True,
+                                  timeout=300))  # fmt: skip
+        assert dest3.exists() == better
+        assert ("not better; nothing written" in shown.stdout) != better
+        assert f"against {previous:.4f} (the model it continued from)" in shown.stdout
+    config["training"]["stages"][0]["data"]["segment_s"] = 1.0  # validated on other data: no comparison
+    (dest / "config.json").write_text(json.dumps(config))
+    refused = subprocess.run([*ship2, "--out", str(tmp_path / "x")], env=run_env(), capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "different data settings" in refused.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_killed_run_resumes_from_the_last_complete_checkpoint(tmp_path):
