@@ -10,6 +10,9 @@ help or hurt another), the rounds interleave the models, and the figures are med
   paper's released recipe used. Peak memory is the resident set size above the model's.
 * "DTCN, plain taps": the default DTCN with offset predictors whose offsets are not applied (plain
   depthwise taps): the part of the DTCN/TCN ratio that the offset predictors cost by themselves.
+* "DTCN small, pointwise offsets": the small DTCN whose offset predictors are a pointwise conv of the
+  block's features alone (no depthwise conv, PReLU or norm): what the cheapest predictor would save.
+  "DTCN small, plain taps" as above, at the small size.
 * Inference: real-time factor (compute seconds per second of audio), batch 1, 10 s input,
   at 8 kHz (L=16) and 16 kHz (L=32).
 
@@ -41,6 +44,8 @@ TRAIN_CASES = {
     "DTCN, plain taps": ("DTCN-plain-taps", {}),
     "TCN small": ("TCN", SMALL),
     "DTCN small": ("DTCN", SMALL),
+    "DTCN small, plain taps": ("DTCN-plain-taps", SMALL),
+    "DTCN small, pointwise offsets": ("DTCN-pointwise-offsets", SMALL),
 }
 INFER_CASES = {
     "TCN 8 kHz": ("TCN", {}, 8000),
@@ -108,6 +113,28 @@ def _plain_taps_dtcn(**kwargs):
     return PlainTapsDTCN(**kwargs)
 
 
+def _pointwise_offsets_dtcn(**kwargs):
+    """A DTCN whose offset predictors are one zero-initialised pointwise conv of the block's features
+    (no depthwise conv, PReLU or norm): the cheapest predictor the layer can have."""
+    from torch import nn
+
+    from dereverb.models import DTCN
+
+    class Pointwise(nn.Conv1d):
+        def forward(self, x):
+            return super().forward(x), None
+
+    class PointwiseOffsetsDTCN(DTCN):
+        def _depthwise(self, channels, kernel_size, dilation, causal, norm):
+            layer = super()._depthwise(channels, kernel_size, dilation, causal, norm)
+            layer.offset_predictor = Pointwise(channels, kernel_size, 1)
+            nn.init.zeros_(layer.offset_predictor.weight)
+            nn.init.zeros_(layer.offset_predictor.bias)
+            return layer
+
+    return PointwiseOffsetsDTCN(**kwargs)
+
+
 def _model(name: str, kwargs: dict):
     from dereverb.models import MODELS
 
@@ -115,6 +142,8 @@ def _model(name: str, kwargs: dict):
         return _dc1d_dtcn(**kwargs)
     if name == "DTCN-plain-taps":
         return _plain_taps_dtcn(**kwargs)
+    if name == "DTCN-pointwise-offsets":
+        return _pointwise_offsets_dtcn(**kwargs)
     return MODELS[name](**kwargs)
 
 
@@ -183,6 +212,7 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed steps per process")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--skip", nargs="*", default=[], help="cases to leave out, e.g. 'DTCN (dc1d layers)'")
+    p.add_argument("--only", nargs="*", default=None, help="run only these cases (their reference TCN too)")
     p.add_argument("--out", help="also write the Markdown tables to this file")
     p.add_argument(
         "--glibc-defaults",
@@ -219,7 +249,12 @@ def main(argv=None) -> None:
         "| model | parameters | step s | / TCN of its size | peak MB | / TCN's peak |",
         "|---|--:|--:|--:|--:|--:|",
     ]
-    train = {k: v for k, v in TRAIN_CASES.items() if k not in args.skip}
+    wanted = None if args.only is None else {*args.only, *("TCN small" if "small" in c else "TCN" for c in args.only)}
+    unknown = sorted(set(args.only or ()) - set(TRAIN_CASES) - set(INFER_CASES))
+    if unknown:
+        p.error(f"--only: unknown case(s) {', '.join(map(repr, unknown))}")
+    train = {k: v for k, v in TRAIN_CASES.items() if k not in args.skip and (wanted is None or k in wanted)}
+    infer_cases = {k: v for k, v in INFER_CASES.items() if k not in args.skip and (wanted is None or k in wanted)}
     results: dict[str, list[dict]] = {k: [] for k in train}
     for _ in range(args.rounds):
         for case, (model, kwargs) in train.items():
@@ -245,21 +280,22 @@ def main(argv=None) -> None:
     if "DTCN" in med and "DTCN (dc1d layers)" in med:
         lines += ["", f"dc1d-based DTCN step / our DTCN step: {med['DTCN (dc1d layers)'][0] / med['DTCN'][0]:.2f}"]
 
-    lines += ["", "Inference, batch 1, 10 s of audio:", "", "| model | RTF | / TCN at its rate |", "|---|--:|--:|"]
-    infer: dict[str, list[float]] = {k: [] for k in INFER_CASES}
+    if infer_cases:
+        lines += ["", "Inference, batch 1, 10 s of audio:", "", "| model | RTF | / TCN at its rate |", "|---|--:|--:|"]
+    infer: dict[str, list[float]] = {k: [] for k in infer_cases}
     for _ in range(args.rounds):
-        for case, (model, kwargs, rate) in INFER_CASES.items():
+        for case, (model, kwargs, rate) in infer_cases.items():
             r = _run("infer", model, kwargs, rate, args)
             print(f"  infer {case}: {r and [round(t, 2) for t in r['times']]}", file=sys.stderr, flush=True)
             if r:
                 infer[case] += r["times"]
-    for case, (_, _, rate) in INFER_CASES.items():
+    for case, (_, _, rate) in infer_cases.items():
         if not infer[case]:
             lines.append(f"| {case} | failed | |")
             continue
         rtf = statistics.median(infer[case]) / 10
         ref = f"TCN {rate // 1000} kHz"
-        ratio = f"{statistics.median(infer[case]) / statistics.median(infer[ref]):.2f}" if infer[ref] else ""
+        ratio = f"{statistics.median(infer[case]) / statistics.median(infer[ref]):.2f}" if infer.get(ref) else ""
         lines.append(f"| {case} | {rtf:.3f} | {ratio} |")
     print("\n".join(lines))
     if args.out:
