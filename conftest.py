@@ -7,6 +7,14 @@ import pytest
 import torch
 
 
+def pytest_ignore_collect(collection_path, config):
+    """conftest.py files hold no doctests: --doctest-modules would import the test folders' conftests
+    all as one module named ``conftest`` (a collection error when two folders are named at once)."""
+    if collection_path.name == "conftest.py":
+        return True
+    return None
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="torch device the tests run on: cpu (default) or cuda[:N]")
 
