@@ -80,6 +80,8 @@ class MultiResolutionSTFTLoss(nn.Module):
 
     Args:
         fft_sizes, hop_sizes, win_lengths: one entry per resolution (samples).
+        scale_invariant: first scale each estimate by its least-squares gain to the target (the
+            projection SI-SDR makes), so that the output's level is free, as with SI-SDR.
 
     References:
         Yamamoto et al., "Parallel WaveGAN", ICASSP 2020 (multi-resolution STFT loss).
@@ -88,17 +90,29 @@ class MultiResolutionSTFTLoss(nn.Module):
         >>> x = torch.randn(2, 8000)
         >>> MultiResolutionSTFTLoss()(x, x).abs().max() < 1e-5
         tensor(True)
+        >>> MultiResolutionSTFTLoss(scale_invariant=True)(3 * x, x).abs().max() < 1e-5
+        tensor(True)
     """
 
-    def __init__(self, fft_sizes=(512, 256, 128), hop_sizes=(128, 64, 32), win_lengths=(512, 256, 128)):
+    def __init__(
+        self,
+        fft_sizes=(512, 256, 128),
+        hop_sizes=(128, 64, 32),
+        win_lengths=(512, 256, 128),
+        scale_invariant: bool = False,
+    ):
         super().__init__()
         if not len(fft_sizes) == len(hop_sizes) == len(win_lengths):
             raise ValueError("fft_sizes, hop_sizes and win_lengths must have the same length")
         self.resolutions = list(zip(fft_sizes, hop_sizes, win_lengths, strict=True))
+        self.scale_invariant = scale_invariant
 
     def forward(self, estimate: Tensor, target: Tensor, lengths: Tensor | None = None) -> Tensor:
         mask = length_mask(lengths, *estimate.shape, estimate.device, estimate.dtype)
         estimate, target = estimate * mask, target * mask
+        if self.scale_invariant:
+            gain = (estimate * target).sum(-1, keepdim=True) / estimate.pow(2).sum(-1, keepdim=True).clamp_min(1e-12)
+            estimate = gain * estimate
         total = estimate.new_zeros(estimate.shape[0])
         for n_fft, hop, win in self.resolutions:
             window = torch.hann_window(win, device=estimate.device, dtype=estimate.dtype)
@@ -117,15 +131,21 @@ class MultiResolutionSTFTLoss(nn.Module):
 class SISDRPlusSTFT(nn.Module):
     """Negative SI-SDR plus ``stft_weight`` times the multi-resolution STFT loss.
 
+    ``stft_scale_invariant=True`` compares the spectra after the estimate is scaled to the target
+    (:class:`MultiResolutionSTFTLoss`), so the whole loss leaves the output's level free, as
+    SI-SDR alone does: a model trained with SI-SDR can continue with it without first learning the
+    target's level.
+
     Example:
         >>> ref = torch.randn(1, 8000)
         >>> bool(SISDRPlusSTFT()(2 * ref, ref) < -60)
         True
     """
 
-    def __init__(self, stft_weight: float = 1.0):
+    def __init__(self, stft_weight: float = 1.0, stft_scale_invariant: bool = False):
         super().__init__()
-        self.si_sdr, self.stft, self.stft_weight = NegSISDR(), MultiResolutionSTFTLoss(), stft_weight
+        self.si_sdr, self.stft_weight = NegSISDR(), stft_weight
+        self.stft = MultiResolutionSTFTLoss(scale_invariant=stft_scale_invariant)
 
     def forward(self, estimate: Tensor, target: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.si_sdr(estimate, target, lengths) + self.stft_weight * self.stft(estimate, target, lengths)

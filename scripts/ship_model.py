@@ -254,7 +254,7 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
     lines += curve_table(training["stages"], rate)
     lines += ["", "Commands, in order (each stage runs in the repository root; the later ones continue from the "
               "model folder of the one before with `init_from=`):", "", "```bash"]  # fmt: skip
-    lines += [s["command"] for s in training["stages"] if s.get("command")]
+    lines += [s["command"].replace(f"{REPO}/", "") for s in training["stages"] if s.get("command")]  # as run here
     lines += [commands["ship"], "```", "", "## Results", ""]
     lines += [f"Test set: {commands['data']} (its test split, {summary['n_utterances']} utterances); metrics at "
               f"{summary['metric_rate']} Hz, means; Δ with the 95 % confidence interval of the mean:",

@@ -82,7 +82,10 @@ def _padded(samples: int = 3000, end: int = 1500):
     return (est, ref), zeros, garbage, torch.tensor([1.0, end / samples])
 
 
-@pytest.mark.parametrize("loss_fn", [NegSISDR(), NegSNR(), MultiResolutionSTFTLoss(), SISDRPlusSTFT()])
+@pytest.mark.parametrize(
+    "loss_fn",
+    [NegSISDR(), NegSNR(), MultiResolutionSTFTLoss(), MultiResolutionSTFTLoss(scale_invariant=True), SISDRPlusSTFT()],
+)
 def test_whatever_the_padding_holds_is_ignored(loss_fn):
     (est, ref), zeros, garbage, lengths = _padded()
     both = loss_fn(*garbage, lengths)
@@ -107,6 +110,27 @@ def test_stft_loss_is_zero_for_a_copy_and_grows_with_the_error():
     assert (small > 0).all()
     assert (large > small).all()
     assert (stft(2 * ref, ref) > 0.1).all()  # spectral magnitudes: not scale-invariant
+
+
+def test_scale_invariant_stft_loss_ignores_the_level_but_not_the_error():
+    ref, noise = _signals(samples=8000)
+    stft = MultiResolutionSTFTLoss(scale_invariant=True)
+    for scale in (0.005, 2.0, 177.0, -1.0):
+        assert stft(scale * ref, ref).abs().max() < 1e-6
+    est = ref + 0.3 * noise
+    torch.testing.assert_close(stft(40 * est, ref), stft(est, ref))
+    # the level it ignores is the least-squares gain: the plain loss of the projected estimate
+    gain = (est * ref).sum(-1, keepdim=True) / est.pow(2).sum(-1, keepdim=True)
+    torch.testing.assert_close(stft(est, ref), MultiResolutionSTFTLoss()(gain * est, ref))
+    assert (stft(est, ref) > 0.1).all()
+
+
+def test_si_sdr_plus_stft_can_leave_the_level_free():
+    ref, noise = _signals(samples=8000)
+    est = ref + 0.3 * noise
+    free = SISDRPlusSTFT(stft_scale_invariant=True)
+    torch.testing.assert_close(free(0.01 * est, ref), free(est, ref))
+    assert not torch.allclose(SISDRPlusSTFT()(0.01 * est, ref), SISDRPlusSTFT()(est, ref))
 
 
 def test_stft_loss_refuses_resolutions_of_different_counts():
