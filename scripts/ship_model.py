@@ -35,6 +35,7 @@ from dereverb.inference import calibrate_gain
 from dereverb.loading import LoadedModel, load_best_checkpoint
 from dereverb.metrics import metric_names
 from dereverb.pretrained import CARD_FILE, PRETRAINED_DIR, ModelFolderError, read_config, save_pretrained
+from dereverb.training.config import best_metric
 from dereverb.training.records import TRAIN_LOG, read_train_log
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,8 +71,7 @@ def _stage_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
         record["epoch"] = int(counter.read_text().strip())
     data = cfg.get("data", {})
     record["data"] = {k: v for k, v in data.items() if k not in ("save_folder", "pack_dir", "root")}
-    key = cfg.get("run", {}).get("best_key", "pesq")
-    record["selected_by"] = ("pesq_wb" if cfg.get("sample_rate") == 16000 else "pesq_nb") if key == "pesq" else key
+    record["selected_by"] = best_metric(cfg.get("run", {}).get("best_key", "pesq"), cfg.get("sample_rate"))
     record["validation_curve"] = [
         {k: round(row[k], 4) for k in CURVE_KEYS if k in row} for row in read_train_log(run / TRAIN_LOG)
     ]
@@ -170,9 +170,14 @@ def _data_text(data: dict) -> str:
     return text + f", {data.get('segment_s', '?')} s training segments"
 
 
+def _curve_cell(value: float, metric: str) -> str:
+    """PESQ and SI-SDR to 2 decimals, STOI and ESTOI to 3: the results tables' precision."""
+    return f"{value:.{3 if metric in ('stoi', 'estoi') else 2}f}"
+
+
 def curve_table(stages: list[dict], rate: int) -> list[str]:
     """The card's validation curve: every validation of every stage that recorded one."""
-    pesq = "pesq_wb" if rate == 16000 else "pesq_nb"
+    pesq = best_metric("pesq", rate)
     missing = [str(i) for i, s in enumerate(stages, 1) if not s.get("validation_curve")]
     lines = ["", "Validation after each epoch (scores against the training target on the validation split):", ""]
     if missing:
@@ -181,13 +186,13 @@ def curve_table(stages: list[dict], rate: int) -> list[str]:
               "|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
     given = stages[-1].get("validation", {})
     if all(f"input_{k}" in given for k in (pesq, *METRICS[1:])):
-        scores = [f"{given[f'input_{k}']:.{2 if k == 'si_sdr' else 3}f}" for k in (pesq, *METRICS[1:])]
+        scores = [_curve_cell(given[f"input_{k}"], k) for k in (pesq, *METRICS[1:])]
         lines.append("| input | | | " + " | ".join(scores) + " |")
     before = 0
     for i, s in enumerate(stages, 1):
         for row in s.get("validation_curve", []):
             steps = f"{before + int(row['steps']):,}" if "steps" in row else ""
-            scores = [f"{row[k]:.{2 if k == 'si_sdr' else 3}f}" if k in row else "" for k in (pesq, *METRICS[1:])]
+            scores = [_curve_cell(row[k], k) if k in row else "" for k in (pesq, *METRICS[1:])]
             lines.append(f"| {i} | {int(row['epoch'])} | {steps} | " + " | ".join(scores) + " |")
         before += s["optimizer_steps"]  # the next stage starts from this one's best checkpoint
     return lines

@@ -37,6 +37,7 @@ from speechbrain.utils.epoch_loop import EpochCounter
 from dereverb.atomic import atomic_file, write_text
 from dereverb.errors import CheckpointError
 from dereverb.metrics import Scorer, summarize
+from dereverb.training.config import best_metric
 from dereverb.training.cost import RunCost, StepClock
 from dereverb.training.faults import RESUME_HINT, checkpoint_write_failure
 from dereverb.weights import load_weights
@@ -317,10 +318,7 @@ class DereverbBrain(sb.Brain):
         return rows, summarize(rows, names)
 
     def _best_name(self) -> str:
-        key = self.hparams.best_key
-        if key == "pesq":
-            return "pesq_wb" if self.hparams.sample_rate == 16000 else "pesq_nb"
-        return key
+        return best_metric(self.hparams.best_key, self.hparams.sample_rate)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:

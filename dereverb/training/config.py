@@ -24,10 +24,24 @@ from omegaconf import DictConfig, OmegaConf
 
 from dereverb.errors import ConfigError
 
-__all__ = ["BEST_KEYS", "OPTIM_KEYS", "RUN_KEYS", "output_folder", "validate"]
+__all__ = ["BEST_KEYS", "OPTIM_KEYS", "RUN_KEYS", "best_metric", "output_folder", "validate"]
 
 BEST_KEYS = ("pesq", "stoi", "estoi", "si_sdr")
 """The validation scores ``run.best_key`` may keep the best checkpoint by."""
+
+
+def best_metric(best_key: str, sample_rate: int) -> str:
+    """The validation score a ``run.best_key`` names at ``sample_rate``: ``pesq`` is wide-band PESQ
+    at 16 kHz and narrow-band PESQ at 8 kHz; the other keys name themselves.
+
+    Example:
+        >>> best_metric("pesq", 16000), best_metric("pesq", 8000), best_metric("estoi", 16000)
+        ('pesq_wb', 'pesq_nb', 'estoi')
+    """
+    if best_key == "pesq":
+        return "pesq_wb" if sample_rate == 16000 else "pesq_nb"
+    return best_key
+
 
 RUN_KEYS = frozenset(
     {

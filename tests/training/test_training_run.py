@@ -204,7 +204,7 @@ def test_ship_model_evaluates_writes_the_card_and_chains_stages(smoke_run, pairs
     assert "python scripts/evaluate.py --model" in card
     assert "4 optimizer steps in 1 stage(s)" in card
     (curve,) = json.loads((dest / "config.json").read_text())["training"]["stages"][0]["validation_curve"]
-    assert f"| 1 | 1 | 4 | {curve['pesq_nb']:.3f} | {curve['stoi']:.3f} | {curve['estoi']:.3f} | " \
+    assert f"| 1 | 1 | 4 | {curve['pesq_nb']:.2f} | {curve['stoi']:.3f} | {curve['estoi']:.3f} | " \
            f"{curve['si_sdr']:.2f} |" in card  # fmt: skip
 
     out2 = tmp_path / "run2"
