@@ -31,6 +31,8 @@ def compose(config_name: str, overrides: Sequence[str] = ()):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    import dereverb.training.config  # noqa: F401  (registers the resolvers the configs interpolate)
+
     if not (CONF_DIR / f"{config_name}.yaml").is_file():
         raise FileNotFoundError(f"{CONF_DIR / config_name}.yaml not found (set DEREVERB_CONF to the conf/ folder)")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -53,6 +53,7 @@ def _stage_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
         environment = json.loads(env.read_text())
         argv = environment.pop("argv", [])
         record["command"] = environment.pop("command", None) or shlex.join(["python", *argv])
+        record["calls"] = environment.pop("calls", None) or [record["command"]]  # a resumed run: every call
         record["environment"] = environment
     meta = yaml.safe_load((ckpt / "CKPT.yaml").read_text()) or {}
     record["validation"] = {
@@ -198,6 +199,11 @@ def curve_table(stages: list[dict], rate: int) -> list[str]:
     return lines
 
 
+def _calls(stage: dict) -> list[str]:
+    """The training commands of one stage as run: every call of a resumed run, in order."""
+    return stage.get("calls") or ([stage["command"]] if stage.get("command") else [])
+
+
 def model_card(name: str, config: dict, summary: dict, commands: dict[str, str]) -> str:
     """``MODEL_CARD.md`` from a model folder's ``config.json`` and its evaluation summary."""
     from dereverb.pretrained import MODELS
@@ -257,9 +263,10 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
         cells = [str(i), f"{s['optimizer_steps']:,}", f"{hours:.2f}{estimated}", str(s.get("epoch", "")), hw, val]
         lines.append("| " + " | ".join(cells) + " |")
     lines += curve_table(training["stages"], rate)
-    lines += ["", "Commands, in order (each stage runs in the repository root; the later ones continue from the "
-              "model folder of the one before with `init_from=`):", "", "```bash"]  # fmt: skip
-    lines += [s["command"].replace(f"{REPO}/", "") for s in training["stages"] if s.get("command")]  # as run here
+    lines += ["", "Commands, in order (each stage runs in the repository root; a resumed stage lists each of its "
+              "calls, which train the same run folder; the later stages continue from the model folder of the "
+              "one before with `init_from=`):", "", "```bash"]  # fmt: skip
+    lines += [c.replace(f"{REPO}/", "") for s in training["stages"] for c in _calls(s)]  # as run here
     lines += [commands["ship"], "```", "", "## Results", ""]
     lines += [f"Test set: {commands['data']} (its test split, {summary['n_utterances']} utterances); metrics at "
               f"{summary['metric_rate']} Hz, means; Δ with the 95 % confidence interval of the mean:",

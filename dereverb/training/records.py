@@ -1,13 +1,15 @@
 """The records a run folder keeps beside its checkpoints, each written atomically.
 
 ``model_config.json`` (the model a folder trains: resuming it with another one is refused),
-``config.yaml`` (the resolved config of the latest call) and ``environment.json`` (versions,
-platform and the command as typed, of the latest call).
+``config.yaml`` (the resolved config of the latest call) and ``environment.json`` (versions and
+platform of the latest call, the command as typed of the latest call and of every call before it:
+a resumed run's record says how it was really trained).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import re
@@ -25,9 +27,12 @@ from dereverb.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["check_resume_compatible", "environment", "read_train_log", "write_run_records"]
 
 MODEL_RECORD = "model_config.json"
+ENVIRONMENT_RECORD = "environment.json"
 TRAIN_LOG = "train_log.txt"
 _VALID_LINE = re.compile(r"^epoch: \d+,.* - valid loss: ")
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -96,9 +101,31 @@ def environment() -> dict:
 
 
 def write_run_records(out: Path, cfg: DictConfig) -> None:
-    """Write this call's ``config.yaml`` (resolved) and ``environment.json`` into the run folder, replacing the last."""
+    """Write this call's ``config.yaml`` (resolved) and ``environment.json`` into the run folder.
+
+    Both replace the last call's, except that ``environment.json``'s ``calls`` keeps the commands of
+    the earlier calls (a resumed run) before this one's.
+    """
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_text(out / "environment.json", json.dumps(environment(), indent=2) + "\n")
+    record = environment()
+    record["calls"] = [*_earlier_calls(out / ENVIRONMENT_RECORD), record["command"]]
+    write_text(out / ENVIRONMENT_RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def _earlier_calls(path: Path) -> list[str]:
+    """The commands an earlier ``environment.json`` lists (one, if it predates ``calls``)."""
+    if not path.exists():
+        return []
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        logger.warning("%s is unreadable (%s): the commands of the earlier calls are not kept", path, e)
+        return []
+    calls = earlier.get("calls") if isinstance(earlier, dict) else None
+    if isinstance(calls, list):
+        return [c for c in calls if isinstance(c, str)]
+    command = earlier.get("command") if isinstance(earlier, dict) else None
+    return [command] if isinstance(command, str) else []
 
 
 def read_train_log(path: Path) -> list[dict[str, float]]:

@@ -70,7 +70,28 @@ def test_the_config_and_environment_records_are_replaced_on_each_call(tmp_path, 
     assert saved["model"]["L"] == 16  # resolved
     env = json.loads((tmp_path / "environment.json").read_text())
     assert env["command"] == "python train.py conf/dtcn.yaml seed=3"
+    assert env["calls"] == [env["command"]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "environment.json"]
+
+
+def test_a_resumed_run_keeps_the_commands_of_every_call(tmp_path, monkeypatch):
+    cfg = compose("dtcn", ["seed=3"])
+    (tmp_path / "environment.json").write_text(json.dumps({"command": "python train.py conf/dtcn.yaml first"}))
+    for second in ("second", "third"):  # a record that predates calls, then two resumes
+        monkeypatch.setenv("DEREVERB_COMMAND", f"python train.py conf/dtcn.yaml {second}")
+        write_run_records(tmp_path, cfg)
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert [c.split()[-1] for c in env["calls"]] == ["first", "second", "third"]
+    assert env["command"].endswith(" third")  # the latest call
+
+
+def test_an_unreadable_earlier_record_is_replaced_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("DEREVERB_COMMAND", "python train.py conf/dtcn.yaml seed=3")
+    (tmp_path / "environment.json").write_text("{not json")
+    with caplog.at_level("WARNING"):
+        write_run_records(tmp_path, compose("dtcn", ["seed=3"]))
+    assert json.loads((tmp_path / "environment.json").read_text())["calls"] == ["python train.py conf/dtcn.yaml seed=3"]
+    assert "environment.json is unreadable" in caplog.text
 
 
 def test_the_environment_names_the_versions():

@@ -103,6 +103,7 @@ def test_ship_model_makes_a_model_folder_from_the_best_checkpoint(smoke_run, tmp
     assert record["checkpoint"] == ckpt.name
     assert record["command"].startswith("python ")
     assert " conf/dtcn.yaml debug=smoke data=folder " in record["command"].replace(str(REPO) + "/", "")
+    assert record["calls"] == [record["command"]]  # one call, not resumed
     assert 0 < record["train_seconds"] < 300
     assert "train_seconds_source" not in record  # the training clock of the checkpoint
     assert record["epoch"] == 1
