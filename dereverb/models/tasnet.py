@@ -283,6 +283,32 @@ class TasNet(nn.Module):
         """The conv factory: the block's depthwise convolution."""
         return DepthwiseConv1d(channels, kernel_size, dilation, causal)
 
+    @torch.no_grad()
+    def load_shallower(self, state_dict: dict[str, Tensor], repeats: int) -> None:
+        """Load the weights of the same network with fewer repeats ``R``; the extra ones start as identity.
+
+        The first ``repeats * X`` blocks and every other module take the given weights; each block
+        after them gets zero residual (and skip) convolutions, so that it passes its input through
+        unchanged and the grown network computes exactly what the shallower one did. Their other
+        weights keep their initialisation, and the residual convolutions' first update opens them.
+
+        Raises:
+            ValueError: ``repeats`` is not below this network's ``R``, or the weights do not fit.
+        """
+        R, X = self._config["R"], self._config["X"]
+        if not 0 < repeats < R:
+            raise ValueError(f"load_shallower needs fewer repeats than R={R}, got {repeats}")
+        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        new = {f"blocks.{i}." for i in range(repeats * X, R * X)}
+        missing = [k for k in missing if not any(k.startswith(b) for b in new)]
+        if missing or unexpected:
+            raise ValueError(f"weights of another network: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        for block in self.blocks[repeats * X :]:
+            for conv in (block.residual, block.skip):
+                if conv is not None:
+                    conv.weight.zero_()
+                    conv.bias.zero_()
+
     def get_config(self) -> dict:
         """The constructor's arguments, enough to rebuild the model: ``type(self)(**get_config())``."""
         return dict(self._config)

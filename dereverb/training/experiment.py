@@ -92,7 +92,9 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
 def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> None:
     """Load the weights of a shipped model or model folder into ``model`` (a warm start).
 
-    The folder's class, constructor arguments and sample rate must equal the config's; the
+    The folder's class, constructor arguments and sample rate must equal the config's, except that
+    the config may have more repeats ``R`` (a deeper model grown from a shallower one: the extra
+    repeats start as identity blocks, :meth:`~dereverb.models.tasnet.TasNet.load_shallower`); the
     architecture is checked before any weight is read.
 
     Raises:
@@ -107,7 +109,8 @@ def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> 
     config = model.get_config()
     ours = (type(model).__name__, config, int(sample_rate))
     theirs = (saved["class"], saved["config"], saved["sample_rate"])
-    if ours != theirs:
+    deeper = _deeper(config, saved["config"]) and ours[0] == theirs[0] and ours[2] == theirs[2]
+    if ours != theirs and not deeper:
         keys = sorted(k for k in set(config) | set(saved["config"]) if config.get(k) != saved["config"].get(k))
         diff = [f"{k}: {saved['config'].get(k)!r} there, {config.get(k)!r} here" for k in keys]
         if ours[0] != theirs[0]:
@@ -116,10 +119,22 @@ def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> 
             diff.append(f"sample_rate: {theirs[2]} there, {ours[2]} here")
         raise ConfigError(f"init_from={name_or_folder}: {folder} holds another model ({'; '.join(diff)})")
     try:
-        model.load_state_dict(from_pretrained(folder).state_dict())
+        weights = from_pretrained(folder).state_dict()
     except ModelFolderError as err:
         raise ConfigError(f"init_from={name_or_folder}: {err}") from None
-    logger.info("weights initialised from %s", folder)
+    if deeper:
+        model.load_shallower(weights, saved["config"]["R"])
+        logger.info("weights initialised from %s (R=%d); repeats %d-%d added as identity blocks", folder,
+                    saved["config"]["R"], saved["config"]["R"] + 1, config["R"])  # fmt: skip
+    else:
+        model.load_state_dict(weights)
+        logger.info("weights initialised from %s", folder)
+
+
+def _deeper(config: dict, saved: dict) -> bool:
+    """Whether ``config`` is ``saved`` with more repeats ``R`` and nothing else changed."""
+    others = lambda c: {k: v for k, v in c.items() if k != "R"}  # noqa: E731
+    return others(config) == others(saved) and int(config.get("R", 0)) > int(saved.get("R", 0))
 
 
 def _run_options(cfg: DictConfig) -> dict:
