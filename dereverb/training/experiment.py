@@ -124,8 +124,13 @@ def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> 
         raise ConfigError(f"init_from={name_or_folder}: {err}") from None
     if deeper:
         model.load_shallower(weights, saved["config"]["R"])
-        logger.info("weights initialised from %s (R=%d); repeats %d-%d added as identity blocks", folder,
-                    saved["config"]["R"], saved["config"]["R"] + 1, config["R"])  # fmt: skip
+        first, last = saved["config"]["R"] + 1, config["R"]
+        added = (
+            f"repeat {last} added as an identity block"
+            if first == last
+            else f"repeats {first}-{last} added as identity blocks"
+        )
+        logger.info("weights initialised from %s (R=%d); %s", folder, saved["config"]["R"], added)
     else:
         model.load_state_dict(weights)
         logger.info("weights initialised from %s", folder)

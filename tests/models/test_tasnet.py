@@ -301,3 +301,32 @@ def test_identity_start_trains_every_block(device, cls):
             assert p.grad.abs().sum() > 0, name
     if cls is DTCN:
         assert all(b.depthwise.offset_predictor.pointwise.weight.grad.abs().sum() > 0 for b in model.blocks)
+
+
+@pytest.mark.parametrize("cls", [TCN, DTCN])
+@pytest.mark.parametrize("skip", [0, 8])
+def test_a_grown_model_computes_the_shallower_one_then_trains_its_new_repeat(cls, skip):
+    """load_shallower: the extra repeats start as identity blocks; one update opens them."""
+    torch.manual_seed(0)
+    small = cls(**{**TINY, "R": 1, "skip_channels": skip})
+    _randomise(small)
+    grown = cls(**{**TINY, "R": 3, "skip_channels": skip})
+    _randomise(grown)  # whatever the new blocks hold, their residual and skip convolutions are zeroed
+    grown.load_shallower(small.state_dict(), repeats=1)
+    x = torch.randn(2, 3000)
+    torch.testing.assert_close(grown(x), small(x), rtol=0, atol=1e-5)
+    assert (grown(x) - x).abs().max() > 0.1  # not merely the identity
+    grown(x).pow(2).mean().backward()
+    first_new = grown.blocks[TINY["X"]]  # with skips the mask reads only them, else the residual path
+    opening = first_new.skip if skip else first_new.residual
+    assert opening.weight.grad.abs().sum() > 0
+    for name, value in small.state_dict().items():
+        torch.testing.assert_close(grown.state_dict()[name], value)
+
+
+def test_load_shallower_refuses_what_does_not_fit():
+    grown = DTCN(**{**TINY, "R": 3})
+    with pytest.raises(ValueError, match="needs fewer repeats than R=3, got 3"):
+        grown.load_shallower(DTCN(**{**TINY, "R": 3}).state_dict(), repeats=3)
+    with pytest.raises(ValueError, match="weights of another network: missing"):
+        grown.load_shallower(TCN(**{**TINY, "R": 1}).state_dict(), repeats=1)  # no offset predictors

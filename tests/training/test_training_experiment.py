@@ -67,6 +67,24 @@ def test_init_from_refuses_another_architecture_before_reading_weights(tmp_path,
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+def test_init_from_grows_a_deeper_model_from_a_shallower_folder(tmp_path, caplog):
+    torch.manual_seed(0)
+    shallow = DTCN(**TINY)
+    save_pretrained(shallow, tmp_path / "m", 8000)
+    model = DTCN(**{**TINY, "R": 3})
+    with caplog.at_level(logging.INFO):
+        init_from(model, str(tmp_path / "m"), 8000)
+    assert "(R=1); repeats 2-3 added as identity blocks" in caplog.text
+    x = torch.randn(1, 2000)
+    torch.testing.assert_close(model(x), shallow(x))
+
+
+def test_init_from_never_drops_repeats(tmp_path):
+    save_pretrained(DTCN(**{**TINY, "R": 3}), tmp_path / "deep", 8000)
+    with pytest.raises(ConfigError, match="R: 3 there, 1 here"):
+        init_from(DTCN(**TINY), str(tmp_path / "deep"), 8000)
+
+
 def test_init_from_a_folder_that_is_no_model_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=rf"^init_from={tmp_path}: .*config\.json is missing"):
         init_from(DTCN(**TINY), str(tmp_path), 8000)
