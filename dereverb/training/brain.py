@@ -42,7 +42,10 @@ from dereverb.training.cost import RunCost, StepClock
 from dereverb.training.faults import RESUME_HINT, checkpoint_write_failure
 from dereverb.weights import load_weights
 
-__all__ = ["AtomicCheckpointer", "DereverbBrain"]
+__all__ = ["TRAIN_MODEL", "AtomicCheckpointer", "DereverbBrain", "update_average"]
+
+TRAIN_MODEL = "train_model"
+"""The checkpoint name of the trained weights when ``model`` holds their moving average (``run.ema_decay``)."""
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +97,24 @@ def _weights_only_hook(name: str, obj):
     raise TypeError(f"checkpoint recoverable {name!r}: no weights-only loader for {type(obj).__name__}")
 
 
+@torch.no_grad()
+def update_average(averaged: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """One step of an exponential moving average of ``model``'s weights: ``a <- decay * a + (1 - decay) * w``.
+
+    Buffers (none in the TasNets) are copied.
+
+    Example:
+        >>> a, m = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+        >>> _ = a.weight.data.fill_(0.0), m.weight.data.fill_(1.0)
+        >>> update_average(a, m, 0.9); round(a.weight.item(), 6)
+        0.1
+    """
+    for avg, w in zip(averaged.parameters(), model.parameters(), strict=True):
+        avg.lerp_(w.detach(), 1.0 - decay)
+    for avg, b in zip(averaged.buffers(), model.buffers(), strict=True):
+        avg.copy_(b)
+
+
 class AtomicCheckpointer(Checkpointer):
     """A SpeechBrain ``Checkpointer`` whose checkpoints appear whole or not at all.
 
@@ -128,6 +149,13 @@ class AtomicCheckpointer(Checkpointer):
         return self._saving
 
     def _call_load_hooks(self, checkpoint):
+        averaged_there, averaged_here = TRAIN_MODEL in checkpoint.paramfiles, TRAIN_MODEL in self.recoverables
+        if averaged_there != averaged_here:  # its model.ckpt holds the other kind of weights
+            there = "with" if averaged_there else "without"
+            raise CheckpointError(
+                f"{checkpoint.path}: trained {there} a moving average of the weights (run.ema_decay); resume it "
+                f"{there} one, or start a new run from its model (init_from=)"
+            )
         for name, obj in self.recoverables.items():
             if name not in self.custom_load_hooks:
                 hook = _weights_only_hook(name, obj)
@@ -181,6 +209,9 @@ class DereverbBrain(sb.Brain):
 
     def on_fit_start(self):
         self._seconds_before = 0.0  # training wall time of earlier calls, restored from the checkpoint
+        averaged = getattr(self.hparams, "averaged_model", None)
+        if averaged is not None:  # not one of the modules (never trained): moved and set to eval here
+            averaged.to(self.device).eval()
         super().on_fit_start()
         self._fit_started, self._time_up, self._cost = time.monotonic(), False, None
 
@@ -236,6 +267,9 @@ class DereverbBrain(sb.Brain):
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         reverberant, _ = batch.reverberant
+        averaged = getattr(self.hparams, "averaged_model", None)
+        if averaged is not None and stage != sb.Stage.TRAIN:  # what is validated, tested and exported
+            return averaged(reverberant)
         return self.modules.model(reverberant)
 
     def compute_objectives(self, predictions, batch, stage):
@@ -260,6 +294,10 @@ class DereverbBrain(sb.Brain):
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         self._batches_run += 1
+        averaged = getattr(self.hparams, "averaged_model", None)
+        if averaged is not None and should_step:
+            model = self.modules.model
+            update_average(averaged, getattr(model, "module", model), self.hparams.ema_decay)  # DDP: its module
 
     # the cost estimate
 

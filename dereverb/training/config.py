@@ -53,6 +53,7 @@ RUN_KEYS = frozenset(
         "ckpt_interval_minutes",
         "ckpt_interval_steps",
         "best_key",
+        "ema_decay",
         "nonfinite_patience",
         "metric_jobs",
         "limit_train_batches",
@@ -175,6 +176,9 @@ def _check_run(r: DictConfig) -> None:
     for key in ("limit_train_batches", "limit_valid_items", "limit_test_items", "metric_jobs", "max_steps"):
         value = r.get(key)
         _check(value is None or _is_count(value), f"run.{key}", value, "null or an integer >= 1")
+    decay = r.get("ema_decay")
+    ok = decay is None or (isinstance(decay, float) and 0.0 < decay < 1.0)
+    _check(ok, "run.ema_decay", decay, "null or a number between 0 and 1 (e.g. 0.999)")
     minutes = r.get("max_minutes")
     ok = minutes is None or (isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0)
     _check(ok and (minutes is None or math.isfinite(minutes)), "run.max_minutes", minutes, "null or minutes > 0")

@@ -9,6 +9,7 @@ checkpointer made.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
@@ -229,7 +230,7 @@ def _build_locked(cfg, model, out: Path, run_opts: dict, lock, log_handler) -> E
 
     from dereverb.data import build_datasets
     from dereverb.losses import LOSSES
-    from dereverb.training.brain import AtomicCheckpointer, DereverbBrain
+    from dereverb.training.brain import TRAIN_MODEL, AtomicCheckpointer, DereverbBrain
 
     r = cfg.run
     datasets = build_datasets(cfg.data, cfg.sample_rate, progress=r.progress)
@@ -238,8 +239,12 @@ def _build_locked(cfg, model, out: Path, run_opts: dict, lock, log_handler) -> E
     lr_scheduler = ReduceLROnPlateau(
         lr_min=cfg.optim.min_lr, factor=cfg.optim.plateau_factor, patience=cfg.optim.plateau_patience
     )
+    # with a moving average, "model" is the average (what is validated, tested and exported) and
+    # "train_model" the weights the optimizer trains
+    averaged = None if r.get("ema_decay") is None else copy.deepcopy(model).requires_grad_(False)
+    models = {"model": model} if averaged is None else {"model": averaged, TRAIN_MODEL: model}
     checkpointer = AtomicCheckpointer(
-        out / "save", recoverables={"model": model, "counter": epoch_counter, "lr_scheduler": lr_scheduler}
+        out / "save", recoverables={**models, "counter": epoch_counter, "lr_scheduler": lr_scheduler}
     )
     hparams = {
         "loss": LOSSES[cfg.loss.name](**loss_kwargs),
@@ -251,6 +256,8 @@ def _build_locked(cfg, model, out: Path, run_opts: dict, lock, log_handler) -> E
         "metric_jobs": r.metric_jobs,
         "output_dir": str(out),
         "max_minutes": r.get("max_minutes"),
+        "averaged_model": averaged,
+        "ema_decay": r.get("ema_decay"),
     }
     brain = DereverbBrain(
         modules={"model": model},

@@ -12,8 +12,10 @@ from recipe_runs import (
     Payload,
     checkpoints,
     copy_of_smoke_run,
+    ok,
     one_line_error,
     run_env,
+    run_train,
     smoke_args,
     train_command,
 )
@@ -162,3 +164,36 @@ def test_a_checkpoint_save_that_fails_keeps_the_earlier_ones(tmp_path, monkeypat
     )
     assert sorted(p.name for p in (tmp_path / "save").iterdir()) == [good.path.name]  # no torn folder left
     assert (good.path / "model.ckpt").read_bytes() == saved
+
+
+def test_a_moving_average_is_validated_checkpointed_and_exported(pairs, tmp_path):
+    """run.ema_decay: the checkpoint's model.ckpt is the average, train_model.ckpt the trained weights,
+    and the export is the average; a run folder is resumed only with the kind it was trained with."""
+    from dereverb.pretrained import from_pretrained
+    from dereverb.weights import load_weights
+
+    out = tmp_path / "out"
+    ok(run_train(tmp_path / "cwd", *smoke_args(pairs, tmp_path, out, "run.ema_decay=0.5")))
+    (ckpt,) = checkpoints(out)
+    averaged, trained = load_weights(ckpt / "model.ckpt"), load_weights(ckpt / "train_model.ckpt")
+    assert averaged.keys() == trained.keys()
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged)
+    exported = from_pretrained(out / "model").state_dict()
+    assert all(torch.equal(exported[k], averaged[k]) for k in averaged)
+
+    again = run_train(tmp_path / "cwd", *smoke_args(pairs, tmp_path, out, "run.epochs=2"))
+    assert one_line_error(again) == (
+        f"train.py: error: {ckpt}: trained with a moving average of the weights (run.ema_decay); resume it "
+        "with one, or start a new run from its model (init_from=)"
+    )
+    assert checkpoints(out) == [ckpt]
+
+
+def test_a_run_without_a_moving_average_is_not_resumed_with_one(smoke_run, pairs, tmp_path):
+    tmp, out, ckpt = copy_of_smoke_run(smoke_run, tmp_path)
+    again = run_train(tmp_path / "cwd", *smoke_args(pairs, tmp, out, "run.epochs=2", "run.ema_decay=0.9"))
+    assert one_line_error(again).endswith(
+        "trained without a moving average of the weights (run.ema_decay); resume it without one, or start a "
+        "new run from its model (init_from=)"
+    )
+    assert checkpoints(out) == [ckpt]
