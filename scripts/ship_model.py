@@ -31,6 +31,7 @@ from dereverb.cli.common import print_error
 from dereverb.data.audio import read_audio
 from dereverb.errors import DataError, DereverbError
 from dereverb.evaluation import evaluate, load_test_set
+from dereverb.evaluation.checks import check_out
 from dereverb.inference import calibrate_gain
 from dereverb.loading import LoadedModel, load_best_checkpoint
 from dereverb.metrics import metric_names
@@ -289,9 +290,14 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
     return "\n".join(lines) + "\n"
 
 
+def _eval_out(args: argparse.Namespace, steps: int) -> Path:
+    """The evaluation folder of ``--evaluate``: ``--eval-out``, or ``results/eval/<name>-<steps>``."""
+    return Path(args.eval_out) if args.eval_out else REPO / "results" / "eval" / f"{args.name}-{steps}"
+
+
 def evaluate_and_write_card(args: argparse.Namespace, run: Path, dest: Path, rate: int, steps: int) -> None:
     """``--evaluate``: score the model folder ``dest`` on the test set and write its ``MODEL_CARD.md``."""
-    eval_out = Path(args.eval_out) if args.eval_out else REPO / "results" / "eval" / f"{args.name}-{steps}"
+    eval_out = _eval_out(args, steps)
     is_config = any("=" in d for d in args.data)  # dataset overrides, prepared at the model's rate
     given_rate = any(d.startswith("sample_rate=") for d in args.data)
     data = [*args.data, f"sample_rate={rate}"] if is_config and not given_rate else args.data
@@ -345,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run}: {'better' if better else 'not better; nothing written'}: {why}")
             if not better:
                 return 0
+        if args.evaluate:  # refused before the model folder is written, not after (no folder with a stub card)
+            check_out(_eval_out(args, record["total_optimizer_steps"]), args.overwrite)
         manifests = prepare(OmegaConf.create(cfg["data"]), loaded.sample_rate, progress=False)
         target = "early" if cfg["data"].get("target") == "early" else "direct"
         valid = load_test_set(manifests["valid"], target=target)

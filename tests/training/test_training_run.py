@@ -181,6 +181,23 @@ def test_tiny_dtcn_overfits_one_batch(rir_bank, one_thread):
     assert improvement.min() >= 10, f"SI-SDR improvement {improvement.tolist()} dB after {step + 1} steps"
 
 
+def test_ship_model_refuses_an_existing_evaluation_before_writing_the_model_folder(smoke_run, tmp_path):
+    _, out, proc = smoke_run
+    ok(proc)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "summary.json").write_text("{}")  # an earlier evaluation
+    dest = tmp_path / "tiny"
+    ship = [sys.executable, str(REPO / "scripts" / "ship_model.py"), str(out), "--name", "tiny", "--out", str(dest),
+            "--evaluate", "--eval-out", str(tmp_path / "eval")]  # fmt: skip
+    done = subprocess.run(ship, env=run_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'eval'} already exists (pass --overwrite to replace an earlier evaluation there)"
+    ], done.stderr
+    assert not dest.exists()
+    assert (tmp_path / "eval" / "summary.json").read_text() == "{}"
+
+
 def test_ship_model_evaluates_writes_the_card_and_chains_stages(smoke_run, pairs, tmp_path):
     """--evaluate scores the folder beside input and WPE against both references and writes the card from
     that summary; a stage trained with init_from= adds its record after the first stage's."""
