@@ -7,8 +7,9 @@ so two male voices of the Flite synthesiser (``awb``, ``rms``, 16 kHz; the extra
 system's ``libasound2``), reading the English transcripts of the same prompts, are added and
 marked ``kind=synthetic`` in the manifest.
 
-The Italian and Russian voices and ``rir-generator`` are reserved for independent evaluation: the
-script refuses to download them.
+Only the packages of ``ALLOWED`` are ever downloaded (English, Spanish and French voices, Flite): the
+other Asterisk languages and room simulators are reserved for independent evaluation, and the
+script refuses any package outside that list.
 
 Steps: ``apt-get download`` the ``.deb`` files into a cache (default ``~/.cache/dereverb/speech-pack``),
 record name, version and sha256 of each, extract them with ``dpkg-deb -x``, decode (G.722 with the
@@ -54,8 +55,9 @@ log = logging.getLogger("build_speech_pack")
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "dereverb" / "assets" / "speech"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dereverb" / "speech-pack"
 
-# Reserved for independent evaluation: never downloaded, never read.
-FORBIDDEN = re.compile(r"^(asterisk-core-sounds-(it|ru)|asterisk-prompt-it|rir-generator)")
+# The only packages the pack may come from; everything else (other languages, room simulators) is
+# reserved for independent evaluation: never downloaded, never read.
+ALLOWED = re.compile(r"^(asterisk-(core-sounds|prompt)-(en|es|fr)(-[a-z0-9]+)*|flite|libflite1)$")
 
 TRANSCRIPTS_PACKAGE = "asterisk-core-sounds-en"  # core-sounds-en.txt: prompt name -> English text
 TRANSCRIPTS_FILE = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
@@ -187,8 +189,9 @@ def _sha256(path: Path) -> str:
 
 def fetch_package(name: str, cache: Path) -> Deb:
     """Download (once) and extract one Debian package; check its sha256 against apt's index."""
-    if FORBIDDEN.match(name):
-        raise DataError(f"{name}: reserved for independent evaluation, refusing to download it")
+    if not ALLOWED.match(name):
+        raise DataError(f"{name}: not a source of the speech pack (English, Spanish or French voices, Flite); "
+                        "refusing to download it")  # fmt: skip
     fields = {}
     for line in _run(["apt-cache", "show", "--no-all-versions", name], f"{name}: not in the apt index").splitlines():
         key, _, value = line.partition(": ")
@@ -454,8 +457,8 @@ def attribution(clips: list[Clip], debs: dict[str, Deb], dropped: dict[str, int]
         "original sample rate. `manifest.csv` names, for every file, its source package and version",
         "(`source`) and the file inside that package it was made from (`origin`).",
         "",
-        f"Rebuilt by `scripts/build_speech_pack.py --seed {seed}`; the Italian and Russian voices and",
-        "`rir-generator` are deliberately not used (reserved for independent evaluation).",
+        f"Rebuilt by `scripts/build_speech_pack.py --seed {seed}`, which downloads English, Spanish and",
+        "French voices and Flite only (other voices are reserved for independent evaluation).",
         "",
         "Each file keeps the licence of its source package (CC-BY-SA-3.0 for the Asterisk core sounds,",
         "GPL-2 for `asterisk-prompt-es-co`, the BSD-style licence of `asterisk-prompt-fr-armelle`; for the",
