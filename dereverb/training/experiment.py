@@ -95,8 +95,11 @@ def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> 
 
     The folder's class, constructor arguments and sample rate must equal the config's, except that
     the config may have more repeats ``R`` (a deeper model grown from a shallower one: the extra
-    repeats start as identity blocks, :meth:`~dereverb.models.tasnet.TasNet.load_shallower`); the
-    architecture is checked before any weight is read.
+    repeats start as identity blocks, :meth:`~dereverb.models.tasnet.TasNet.load_shallower`), or
+    another sample rate with an encoder window ``L`` of the same duration (e.g. a 16 kHz model with
+    ``L=64`` starts an 8 kHz one with ``L=32``: its encoder and decoder are resampled,
+    :meth:`~dereverb.models.tasnet.TasNet.load_resampled`). The architecture is checked before any
+    weight is read.
 
     Raises:
         ConfigError: one line naming ``init_from`` and what differs.
@@ -111,19 +114,29 @@ def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> 
     ours = (type(model).__name__, config, int(sample_rate))
     theirs = (saved["class"], saved["config"], saved["sample_rate"])
     deeper = _deeper(config, saved["config"]) and ours[0] == theirs[0] and ours[2] == theirs[2]
-    if ours != theirs and not deeper:
+    resampled = ours[0] == theirs[0] and _resampled(config, int(sample_rate), saved["config"], saved["sample_rate"])
+    if ours != theirs and not deeper and not resampled:
         keys = sorted(k for k in set(config) | set(saved["config"]) if config.get(k) != saved["config"].get(k))
         diff = [f"{k}: {saved['config'].get(k)!r} there, {config.get(k)!r} here" for k in keys]
         if ours[0] != theirs[0]:
             diff.insert(0, f"class: {theirs[0]} there, {ours[0]} here")
         if ours[2] != theirs[2]:
             diff.append(f"sample_rate: {theirs[2]} there, {ours[2]} here")
+            window = saved["config"].get("L", 0) * ours[2] / theirs[2]
+            if window == int(window) and ours[0] == theirs[0] and set(keys) <= {"L"}:
+                diff.append(f"only model.L={int(window)}, a window of the same duration, starts from it at {ours[2]} Hz")
         raise ConfigError(f"init_from={name_or_folder}: {folder} holds another model ({'; '.join(diff)})")
     try:
         weights = from_pretrained(folder).state_dict()
     except ModelFolderError as err:
         raise ConfigError(f"init_from={name_or_folder}: {err}") from None
-    if deeper:
+    if resampled:
+        model.load_resampled(weights, saved["config"]["L"])
+        logger.info(
+            "weights initialised from %s (%d Hz, L=%d); encoder and decoder resampled to %d Hz (L=%d)",
+            folder, saved["sample_rate"], saved["config"]["L"], sample_rate, config["L"],
+        )
+    elif deeper:
         model.load_shallower(weights, saved["config"]["R"])
         first, last = saved["config"]["R"] + 1, config["R"]
         added = (
@@ -135,6 +148,13 @@ def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> 
     else:
         model.load_state_dict(weights)
         logger.info("weights initialised from %s", folder)
+
+
+def _resampled(config: dict, rate: int, saved: dict, saved_rate: int) -> bool:
+    """Whether ``config`` at ``rate`` is ``saved`` at another rate with a window of the same duration."""
+    others = lambda c: {k: v for k, v in c.items() if k != "L"}  # noqa: E731
+    L, saved_L = int(config.get("L", 0)), int(saved.get("L", 0))
+    return rate != saved_rate and others(config) == others(saved) and L * saved_rate == saved_L * rate
 
 
 def _deeper(config: dict, saved: dict) -> bool:
