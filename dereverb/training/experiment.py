@@ -124,7 +124,8 @@ def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> 
             diff.append(f"sample_rate: {theirs[2]} there, {ours[2]} here")
             window = saved["config"].get("L", 0) * ours[2] / theirs[2]
             if window == int(window) and ours[0] == theirs[0] and set(keys) <= {"L"}:
-                diff.append(f"only model.L={int(window)}, a window of the same duration, starts from it at {ours[2]} Hz")
+                same = f"only model.L={int(window)}, a window of the same duration, starts from it at {ours[2]} Hz"
+                diff.append(same)
         raise ConfigError(f"init_from={name_or_folder}: {folder} holds another model ({'; '.join(diff)})")
     try:
         weights = from_pretrained(folder).state_dict()
@@ -134,7 +135,11 @@ def init_from(model: torch.nn.Module, name_or_folder: str, sample_rate: int) -> 
         model.load_resampled(weights, saved["config"]["L"])
         logger.info(
             "weights initialised from %s (%d Hz, L=%d); encoder and decoder resampled to %d Hz (L=%d)",
-            folder, saved["sample_rate"], saved["config"]["L"], sample_rate, config["L"],
+            folder,
+            saved["sample_rate"],
+            saved["config"]["L"],
+            sample_rate,
+            config["L"],
         )
     elif deeper:
         model.load_shallower(weights, saved["config"]["R"])

@@ -324,6 +324,51 @@ def test_a_grown_model_computes_the_shallower_one_then_trains_its_new_repeat(cls
         torch.testing.assert_close(grown.state_dict()[name], value)
 
 
+def _snr(reference: torch.Tensor, estimate: torch.Tensor) -> float:
+    """dB, the edges (where the models' zero padding differs) left out."""
+    reference, estimate = reference[..., 400:-400], estimate[..., 400:-400]
+    return float(10 * torch.log10(reference.pow(2).sum() / (reference - estimate).pow(2).sum()))
+
+
+@pytest.mark.parametrize("cls", [TCN, DTCN])
+@pytest.mark.parametrize(("there", "here"), [(16000, 8000), (8000, 16000)])
+@pytest.mark.parametrize("init", ["default", "identity"])
+def test_a_resampled_network_computes_what_the_other_one_computes_on_band_limited_audio(cls, there, here, init):
+    """load_resampled: the network at `here` on x ~ resample(other(resample(x))), x below both Nyquists."""
+    import torchaudio.functional as AF
+
+    config = {**TINY, "N": 64, "init": init}
+    window = 32 if there == 16000 else 16
+    other = cls(**config, L=window)
+    if init == "default":
+        _randomise(other)  # a mask far from 1: the resampled network must reproduce what it does
+    model = cls(**config, L=window * here // there)
+    model.load_resampled(other.state_dict(), window)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, here, generator=g)
+    for _ in range(2):  # band-limited well below 4 kHz
+        x = AF.lowpass_biquad(x, here, 0.4 * min(here, there))
+    with torch.no_grad():
+        reference = AF.resample(other(AF.resample(x, here, there)), there, here)
+        out = model(x)
+    assert _snr(reference, out) > (20 if init == "identity" else 10)
+    if init == "default":
+        assert _snr(x, out) < 0  # the networks do more than pass the input through
+    for name, value in other.state_dict().items():  # the mask estimator carries over as it is
+        if not name.startswith(("encoder.", "decoder.")):
+            torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_load_resampled_refuses_what_does_not_fit():
+    model = DTCN(**TINY, L=16)
+    with pytest.raises(ValueError, match="needs another window than L=16, got 16"):
+        model.load_resampled(DTCN(**TINY, L=16).state_dict(), 16)
+    with pytest.raises(ValueError, match=r"no encoder/decoder of shape \[16, 1, 32\]"):
+        model.load_resampled(DTCN(**TINY, L=16).state_dict(), 32)
+    with pytest.raises(ValueError, match="weights of another network: missing"):
+        model.load_resampled(TCN(**TINY, L=32).state_dict(), 32)  # no offset predictors
+
+
 def test_load_shallower_refuses_what_does_not_fit():
     grown = DTCN(**{**TINY, "R": 3})
     with pytest.raises(ValueError, match="needs fewer repeats than R=3, got 3"):

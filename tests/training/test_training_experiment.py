@@ -79,6 +79,27 @@ def test_init_from_grows_a_deeper_model_from_a_shallower_folder(tmp_path, caplog
     torch.testing.assert_close(model(x), shallow(x))
 
 
+def test_init_from_starts_a_model_at_another_rate_from_one_whose_window_lasts_as_long(tmp_path, caplog):
+    torch.manual_seed(0)
+    wide = DTCN(**{**TINY, "L": 32})
+    save_pretrained(wide, tmp_path / "m", 16000)
+    model = DTCN(**TINY)  # L=16 at 8 kHz: 2 ms, as L=32 at 16 kHz
+    with caplog.at_level(logging.INFO):
+        init_from(model, str(tmp_path / "m"), 8000)
+    assert "(16000 Hz, L=32); encoder and decoder resampled to 8000 Hz (L=16)" in caplog.text
+    torch.testing.assert_close(model.bottleneck.weight, wide.bottleneck.weight)
+    assert not torch.equal(model.encoder.weight, DTCN(**TINY).encoder.weight)
+
+
+def test_init_from_another_rate_needs_a_window_of_the_same_duration(tmp_path):
+    save_pretrained(DTCN(**{**TINY, "L": 16}), tmp_path / "m", 16000)
+    with pytest.raises(ConfigError) as info:
+        init_from(DTCN(**TINY), str(tmp_path / "m"), 8000)
+    assert str(info.value).endswith(
+        "sample_rate: 16000 there, 8000 here; only model.L=8, a window of the same duration, starts from it at 8000 Hz)"
+    )
+
+
 def test_init_from_never_drops_repeats(tmp_path):
     save_pretrained(DTCN(**{**TINY, "R": 3}), tmp_path / "deep", 8000)
     with pytest.raises(ConfigError, match="R: 3 there, 1 here"):
