@@ -73,6 +73,7 @@ def _stage_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
         record["epoch"] = int(counter.read_text().strip())
     data = cfg.get("data", {})
     record["data"] = {k: v for k, v in data.items() if k not in ("save_folder", "pack_dir", "root")}
+    record["sample_rate"] = cfg.get("sample_rate")
     record["selected_by"] = best_metric(cfg.get("run", {}).get("best_key", "pesq"), cfg.get("sample_rate"))
     record["validation_curve"] = [
         {k: round(row[k], 4) for k in CURVE_KEYS if k in row} for row in read_train_log(run / TRAIN_LOG)
@@ -88,7 +89,8 @@ def training_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
             _, previous = read_config(cfg["init_from"])
         except ModelFolderError as err:
             raise DataError(f"{run}: its init_from model is needed for the training record: {err}") from None
-        stages = list(previous.get("training", {}).get("stages", []))
+        # records written before stages kept their rate: they trained at the rate of the folder they made
+        stages = [{"sample_rate": previous["sample_rate"], **s} for s in previous.get("training", {}).get("stages", [])]
     stages.append(_stage_record(run, loaded, cfg))
     return {
         "stages": stages,
@@ -97,21 +99,30 @@ def training_record(run: Path, loaded: LoadedModel, cfg: dict) -> dict:
     }
 
 
-def better_than_previous(stages: list[dict]) -> tuple[bool, str]:
-    """Whether the last stage's best checkpoint beats the stage it continued from on validation.
+def better_than(new: dict, old: dict, what: str) -> tuple[bool, str]:
+    """Whether stage ``new``'s best checkpoint beats stage ``old``'s on validation (``what`` names ``old``).
 
-    Both stages must be scored on the same validation data (the same data settings); the metric is the
-    one the last stage selected its checkpoint by. Returns ``(better, one line saying why)``.
+    Both stages must be scored on the same validation data (the same data settings and sample rate); the
+    metric is the one ``new`` selected its checkpoint by. Returns ``(better, one line saying why)``.
     """
-    new, old = stages[-1], stages[-2]
-    if new.get("data") != old.get("data"):
-        raise DataError("--if-better: the two stages were validated on different data settings; compare them "
-                        "on a test set instead")  # fmt: skip
+    if new.get("data") != old.get("data") or new.get("sample_rate") != old.get("sample_rate"):
+        raise DataError(f"--if-better: this stage and {what} were validated on different data settings or sample "
+                        "rates; compare them on a test set instead")  # fmt: skip
     key = new["selected_by"]
     if key not in old.get("validation", {}):
-        raise DataError(f"--if-better: the previous stage's record has no validation {key}")
+        raise DataError(f"--if-better: the record of {what} has no validation {key}")
     a, b = new["validation"][key], old["validation"][key]
-    return a > b, f"validation {key} {a:.4f} (this stage) against {b:.4f} (the model it continued from)"
+    return a > b, f"validation {key} {a:.4f} (this stage) against {b:.4f} ({what})"
+
+
+def _last_stage_at(folder: Path) -> dict | None:
+    """The last training stage of the model folder at ``folder`` (``None``: no model folder or no record)."""
+    try:
+        _, config = read_config(folder)
+    except ModelFolderError:
+        return None
+    stages = config.get("training", {}).get("stages") or [None]
+    return stages[-1] and {"sample_rate": config["sample_rate"], **stages[-1]}
 
 
 def bar_check(summary: dict) -> list[tuple[str, bool]]:
@@ -172,6 +183,18 @@ def _data_text(data: dict) -> str:
     return text + f", {data.get('segment_s', '?')} s training segments"
 
 
+def _rates_text(stages: list[dict], rate: int) -> str:
+    """A sentence on the stages trained at another sample rate than the model's (empty if none)."""
+    other = [(i, s["sample_rate"]) for i, s in enumerate(stages, 1) if s.get("sample_rate", rate) != rate]
+    if not other:
+        return ""
+    first = other[-1][0] + 1  # the stage that started from the other rate's model
+    rates = ", ".join(sorted({f"{r} Hz" for _, r in other}))
+    return (f" Stage(s) {', '.join(str(i) for i, _ in other)} trained a model at {rates} on the same data set at that "
+            f"rate; stage {first} started from it at {rate} Hz with its encoder and decoder resampled (`init_from=` "
+            "across rates: the window lasts as long, the mask estimator carries over).")  # fmt: skip
+
+
 def _curve_cell(value: float, metric: str) -> str:
     """PESQ and SI-SDR to 2 decimals, STOI and ESTOI to 3: the results tables' precision."""
     return f"{value:.{3 if metric in ('stoi', 'estoi') else 2}f}"
@@ -184,18 +207,24 @@ def curve_table(stages: list[dict], rate: int) -> list[str]:
     lines = ["", "Validation after each epoch (scores against the training target on the validation split):", ""]
     if missing:
         lines += [f"Stage(s) {', '.join(missing)}: no curve in the training record.", ""]
-    lines += [f"| stage | epoch | optimizer steps (all stages) | {pesq} | stoi | estoi | si_sdr |",
-              "|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+    rates = [s.get("sample_rate", rate) for s in stages]
+    mixed = any(r != rate for r in rates)  # stages at another rate: scored on their own validation data
+    if mixed:
+        lines += [f"Stages at another rate were validated at that rate (their {pesq} is computed on their audio); "
+                  f"the input row is the {rate // 1000} kHz validation data's.", ""]  # fmt: skip
+    lines += [f"| stage |{' kHz |' * mixed} epoch | optimizer steps (all stages) | {pesq} | stoi | estoi | si_sdr |",
+              f"|--:|{'--:|' * mixed}--:|--:|--:|--:|--:|--:|"]  # fmt: skip
     given = stages[-1].get("validation", {})
     if all(f"input_{k}" in given for k in (pesq, *METRICS[1:])):
         scores = [_curve_cell(given[f"input_{k}"], k) for k in (pesq, *METRICS[1:])]
-        lines.append("| input | | | " + " | ".join(scores) + " |")
+        lines.append(f"| input |{f' {rate / 1000:g} |' * mixed} | | " + " | ".join(scores) + " |")
     before = 0
-    for i, s in enumerate(stages, 1):
+    for i, (s, r) in enumerate(zip(stages, rates, strict=True), 1):
         for row in s.get("validation_curve", []):
             steps = f"{before + int(row['steps']):,}" if "steps" in row else ""
             scores = [_curve_cell(row[k], k) if k in row else "" for k in (pesq, *METRICS[1:])]
-            lines.append(f"| {i} | {int(row['epoch'])} | {steps} | " + " | ".join(scores) + " |")
+            lines.append(f"| {i} |{f' {r / 1000:g} |' * mixed} {int(row['epoch'])} | {steps} | " + " | ".join(scores)
+                         + " |")  # fmt: skip
         before += s["optimizer_steps"]  # the next stage starts from this one's best checkpoint
     return lines
 
@@ -246,19 +275,24 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
         "",
         "## Training",
         "",
-        f"- Data: the `{data.get('kind', '?')}` data set " + _data_text(data) + f"; target `{target}`.",
+        f"- Data: the `{data.get('kind', '?')}` data set "
+        + _data_text(data)
+        + f"; target `{target}`."
+        + _rates_text(training["stages"], rate),
         f"- {training['total_optimizer_steps']:,} optimizer steps in {len(training['stages'])} stage(s), "
         f"{training['total_train_hours']:.2f} h of training (wall clock, validation included).",
         "",
         "| stage | optimizer steps | hours | best epoch | hardware | validation (best checkpoint) |",
         "|--:|--:|--:|--:|---|---|",
     ]
+    mixed = any(s.get("sample_rate", rate) != rate for s in training["stages"])
     for i, s in enumerate(training["stages"], 1):
         env = s.get("environment", {})
         hw = f"{'GPU' if env.get('cuda') else 'CPU'}, {env.get('threads', '?')} thread(s)"
         hw += f", torch {env.get('torch', '?')}"
         v = s.get("validation", {})
         val = ", ".join(f"{k} {v[k]:.3f}" for k in v if k.endswith(METRICS) or k.startswith("pesq"))
+        val = f"at {s.get('sample_rate', rate) / 1000:g} kHz: {val}" if mixed else val
         hours = s.get("train_seconds", 0) / 3600
         estimated = " (from file times)" if s.get("train_seconds_source") else ""
         cells = [str(i), f"{s['optimizer_steps']:,}", f"{hours:.2f}{estimated}", str(s.get("epoch", "")), hw, val]
@@ -330,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-out", default=None, help="evaluation folder (default results/eval/<name>-<steps>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder (and evaluation)")
     p.add_argument("--if-better", action="store_true",
-                   help="write nothing unless the run beats the model it continued from on validation")  # fmt: skip
+                   help="write nothing unless the run beats, on validation, the model at --out (without one, the "
+                        "model it continued from)")  # fmt: skip
     args = p.parse_args(argv)
     run = Path(args.run)
     dest = Path(args.out) if args.out else PRETRAINED_DIR / args.name
@@ -346,8 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         from dereverb.data import prepare
 
         record = training_record(run, loaded, cfg)
-        if args.if_better and len(record["stages"]) > 1:
-            better, why = better_than_previous(record["stages"])
+        old = _last_stage_at(dest) if dest.exists() else None
+        if args.if_better and (old or len(record["stages"]) > 1):
+            what = "the model at --out" if old else "the model it continued from"
+            better, why = better_than(record["stages"][-1], old or record["stages"][-2], what)
             print(f"{run}: {'better' if better else 'not better; nothing written'}: {why}")
             if not better:
                 return 0

@@ -252,6 +252,14 @@ def test_ship_model_evaluates_writes_the_card_and_chains_stages(smoke_run, pairs
         assert dest3.exists() == better
         assert ("not better; nothing written" in shown.stdout) != better
         assert f"against {previous:.4f} (the model it continued from)" in shown.stdout
+    config["training"]["stages"][0]["validation"]["pesq_nb"] = 1e6  # a model already at --out: compared with it
+    (dest / "config.json").write_text(json.dumps(config))
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    shown = ok(subprocess.run([*ship2, "--out", str(dest), "--overwrite"], env=run_env(), capture_output=True,
+                              text=True, timeout=300))  # fmt: skip
+    assert "not better; nothing written" in shown.stdout
+    assert f"against {1e6:.4f} (the model at --out)" in shown.stdout
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
     config["training"]["stages"][0]["data"]["segment_s"] = 1.0  # validated on other data: no comparison
     (dest / "config.json").write_text(json.dumps(config))
     refused = subprocess.run([*ship2, "--out", str(tmp_path / "x")], env=run_env(), capture_output=True, text=True)
