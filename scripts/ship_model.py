@@ -2,6 +2,7 @@
 
     python scripts/ship_model.py results/dtcn-8k/1234 --name dtcn-8k --out recipes/demo/candidates/dtcn-8k --evaluate
     python scripts/ship_model.py results/dtcn-8k/1234 --name dtcn-8k --evaluate   # into dereverb/checkpoints/
+    python scripts/ship_model.py dereverb/checkpoints/dtcn-8k --name dtcn-8k --card-only   # its card again
 
 Takes the run's best checkpoint (highest ``best_key`` in its ``CKPT.yaml``), calibrates its
 ``output_gain`` on the run's own validation split against the run's training target
@@ -14,6 +15,9 @@ continued from (``init_from=``), and the totals over all stages.
 with ``dereverb.evaluation`` beside the unprocessed input and WPE, against the early and the direct-path
 targets, and writes ``MODEL_CARD.md`` from the record and that evaluation: every figure in the card
 comes from these two commands. Without ``--evaluate`` an existing card is kept (or a stub written).
+The card lists every command that makes the model again: each stage's training calls and the
+``ship_model.py`` call after it that wrote the folder the next stage starts from. ``--card-only``
+evaluates an existing model folder and writes its card again from the record in its ``config.json``.
 """
 
 from __future__ import annotations
@@ -234,6 +238,34 @@ def _calls(stage: dict) -> list[str]:
     return stage.get("calls") or ([stage["command"]] if stage.get("command") else [])
 
 
+def shown_run(run: str | Path) -> str:
+    """A run folder as the recipe names it, ``results/<name>/<seed>`` (the prefix of a checkout dropped)."""
+    parts = Path(run).parts
+    return str(Path(*parts[parts.index("results") :])) if "results" in parts else str(run)
+
+
+def replay_commands(stages: list[dict], name: str, out: str) -> list[str]:
+    """Every command that makes the model again, in order: each stage's training calls, then the
+    ``ship_model.py`` call that writes the model folder the next stage starts from (its ``init_from=``:
+    a shipped model's name or a folder), and last the call that writes ``out`` as model ``name``."""
+    lines: list[str] = []
+    written: set[str] = set()  # folders an earlier command wrote: writing one again needs --overwrite
+    for i, stage in enumerate(stages):
+        lines += [c.replace(f"{REPO}/", "") for c in _calls(stage)]  # as run here
+        last = i == len(stages) - 1
+        target = out if last else str(stages[i + 1].get("init_from") or "").replace(f"{REPO}/", "")
+        if not target:
+            continue
+        folder = target if "/" in target else f"dereverb/checkpoints/{target}"  # init_from=NAME: a shipped model
+        argv = ["python", "scripts/ship_model.py", shown_run(stage.get("run", "RUN")), "--name"]
+        argv += [name, "--out", folder, "--evaluate"] if last else [Path(folder).name]
+        argv += ["--out", folder] if not last and folder == target else []
+        argv += ["--overwrite"] if folder in written else []
+        written.add(folder)
+        lines.append(shlex.join(argv))
+    return lines
+
+
 def model_card(name: str, config: dict, summary: dict, commands: dict[str, str]) -> str:
     """``MODEL_CARD.md`` from a model folder's ``config.json`` and its evaluation summary."""
     from dereverb.pretrained import MODELS
@@ -298,11 +330,10 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
         cells = [str(i), f"{s['optimizer_steps']:,}", f"{hours:.2f}{estimated}", str(s.get("epoch", "")), hw, val]
         lines.append("| " + " | ".join(cells) + " |")
     lines += curve_table(training["stages"], rate)
-    lines += ["", "Commands, in order (each stage runs in the repository root; a resumed stage lists each of its "
-              "calls, which train the same run folder; the later stages continue from the model folder of the "
-              "one before with `init_from=`):", "", "```bash"]  # fmt: skip
-    lines += [c.replace(f"{REPO}/", "") for s in training["stages"] for c in _calls(s)]  # as run here
-    lines += [commands["ship"], "```", "", "## Results", ""]
+    lines += ["", "Commands, in order (each runs in the repository root; a resumed stage lists each of its "
+              "calls, which train the same run folder; after each stage, `scripts/ship_model.py` writes the model "
+              "folder that the next stage continues from with `init_from=`):", "", "```bash"]  # fmt: skip
+    lines += [*replay_commands(training["stages"], name, commands["out"]), "```", "", "## Results", ""]
     lines += [f"Test set: {commands['data']} (its test split, {summary['n_utterances']} utterances); metrics at "
               f"{summary['metric_rate']} Hz, means; Δ with the 95 % confidence interval of the mean:",
               "", "```bash", commands["evaluate"], "```", ""]  # fmt: skip
@@ -329,7 +360,7 @@ def _eval_out(args: argparse.Namespace, steps: int) -> Path:
     return Path(args.eval_out) if args.eval_out else REPO / "results" / "eval" / f"{args.name}-{steps}"
 
 
-def evaluate_and_write_card(args: argparse.Namespace, run: Path, dest: Path, rate: int, steps: int) -> None:
+def evaluate_and_write_card(args: argparse.Namespace, dest: Path, rate: int, steps: int) -> None:
     """``--evaluate``: score the model folder ``dest`` on the test set and write its ``MODEL_CARD.md``."""
     eval_out = _eval_out(args, steps)
     is_config = any("=" in d for d in args.data)  # dataset overrides, prepared at the model's rate
@@ -339,18 +370,28 @@ def evaluate_and_write_card(args: argparse.Namespace, run: Path, dest: Path, rat
     if "early" not in result.summary["targets"]:
         raise DataError(f"--data {' '.join(args.data)}: the test set has no early targets")
     rel = dest.resolve().relative_to(REPO) if dest.resolve().is_relative_to(REPO) else dest
-    parts = run.resolve().parts  # the run as the recipe names it: results/<name>/<seed>
-    shown_run = Path(*parts[parts.index("results") :]) if "results" in parts else run
-    ship = ["python", "scripts/ship_model.py", str(shown_run), "--name", args.name, "--out", str(rel), "--evaluate"]
     again = ["python", "scripts/evaluate.py", "--model", str(rel), "--data", *data]
     again += ["--out", f"results/eval/{args.name}-{steps}", "--baselines", "wpe"]
-    commands = {"data": " ".join(data), "ship": shlex.join(ship), "evaluate": shlex.join(again)}
+    commands = {"data": " ".join(data), "out": str(rel), "evaluate": shlex.join(again)}
     config = json.loads((dest / "config.json").read_text())
     write_text(dest / CARD_FILE, model_card(args.name, config, result.summary, commands))
     checks = bar_check(result.summary)
     print(f"{dest / CARD_FILE}: shipping bar {'met' if all(ok for _, ok in checks) else 'not met'}")
     for text, ok in checks:
         print(f"  {'met    ' if ok else 'NOT MET'} {text}")
+
+
+def write_card_again(args: argparse.Namespace, folder: Path) -> int:
+    """``--card-only``: evaluate the model folder ``folder`` and write its card from its own record."""
+    if args.out or args.if_better:
+        raise DataError("--card-only writes the card of the model folder RUN itself: drop --out and --if-better")
+    folder, config = read_config(folder)
+    if not config.get("training", {}).get("stages"):
+        raise DataError(f"{folder}: its config.json has no training record; ship it from its run instead")
+    steps = config["training"]["total_optimizer_steps"]
+    check_out(_eval_out(args, steps), args.overwrite)
+    evaluate_and_write_card(args, folder, config["sample_rate"], steps)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", nargs="+", default=["data=demo"], help="the test set of --evaluate (default data=demo)")
     p.add_argument("--eval-out", default=None, help="evaluation folder (default results/eval/<name>-<steps>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder (and evaluation)")
+    p.add_argument("--card-only", action="store_true",
+                   help="RUN is a model folder: evaluate it and write its MODEL_CARD.md again from its training "
+                        "record (weights and record unchanged)")  # fmt: skip
     p.add_argument("--if-better", action="store_true",
                    help="write nothing unless the run beats, on validation, the model at --out (without one, the "
                         "model it continued from)")  # fmt: skip
@@ -370,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run)
     dest = Path(args.out) if args.out else PRETRAINED_DIR / args.name
     try:
+        if args.card_only:
+            return write_card_again(args, run)
         if dest.exists() and not args.overwrite:
             raise DataError(f"{dest} exists (pass --overwrite to replace it)")
         if not (run / "config.yaml").is_file():
@@ -406,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                         extra={"output_gain": gain, "training": record})  # fmt: skip
         print(f"{dest}: {loaded.source}; output_gain {gain:.4g}; {record['total_optimizer_steps']} optimizer steps")
         if args.evaluate:
-            evaluate_and_write_card(args, run, dest, loaded.sample_rate, record["total_optimizer_steps"])
+            evaluate_and_write_card(args, dest, loaded.sample_rate, record["total_optimizer_steps"])
     except (DereverbError, FileExistsError) as err:
         return print_error(err)
     return 0

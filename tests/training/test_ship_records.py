@@ -53,3 +53,24 @@ def test_a_card_of_one_rate_has_no_rate_column(ship):
     assert "| stage | epoch | optimizer steps (all stages) | pesq_nb | stoi | estoi | si_sdr |" in table
     assert "| 2 | 1 | 150 | 2.50 | 0.900 | 0.800 | 11.50 |" in table
     assert ship._rates_text([_stage(8000, 100, 11.0)], 8000) == ""
+
+
+def test_the_card_lists_the_ship_command_between_stages(ship):
+    def stage(name: str, init_from: str | None) -> dict:
+        call = f"python train.py conf/dtcn.yaml name={name}" + (f" init_from={init_from}" if init_from else "")
+        return {"run": f"/elsewhere/worktree/results/{name}/1234", "init_from": init_from, "calls": [call]}
+
+    folder = "recipes/demo/candidates/m"
+    stages = [stage("a", None), stage("b", folder), stage("c", folder), stage("d", "m"), stage("e", "m")]
+    assert ship.replay_commands(stages, "m-8k", "dereverb/checkpoints/m") == [
+        "python train.py conf/dtcn.yaml name=a",
+        f"python scripts/ship_model.py results/a/1234 --name m --out {folder}",
+        f"python train.py conf/dtcn.yaml name=b init_from={folder}",
+        f"python scripts/ship_model.py results/b/1234 --name m --out {folder} --overwrite",
+        f"python train.py conf/dtcn.yaml name=c init_from={folder}",
+        "python scripts/ship_model.py results/c/1234 --name m",  # init_from=m: the shipped model m
+        "python train.py conf/dtcn.yaml name=d init_from=m",
+        "python scripts/ship_model.py results/d/1234 --name m --overwrite",
+        "python train.py conf/dtcn.yaml name=e init_from=m",
+        "python scripts/ship_model.py results/e/1234 --name m-8k --out dereverb/checkpoints/m --evaluate --overwrite",
+    ]

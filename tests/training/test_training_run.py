@@ -240,6 +240,24 @@ def test_ship_model_evaluates_writes_the_card_and_chains_stages(smoke_run, pairs
         sum(s["train_seconds"] for s in record["stages"]) / 3600, abs=1e-3
     )
 
+    # --card-only: the two-stage folder's card written again from its record, every command listed in order
+    before = {p.name: p.read_bytes() for p in dest2.iterdir() if p.name != "MODEL_CARD.md"}
+    ok(subprocess.run([*ship, str(dest2), "--name", "tiny", "--card-only", *data, "--eval-out", str(tmp_path / "e2")],
+                      env=run_env(), capture_output=True, text=True, timeout=600))  # fmt: skip
+    assert {p.name: p.read_bytes() for p in dest2.iterdir() if p.name != "MODEL_CARD.md"} == before
+    card2 = (dest2 / "MODEL_CARD.md").read_text()
+    assert "8 optimizer steps in 2 stage(s)" in card2
+    commands = card2.split("```bash\n")[1].split("```")[0].splitlines()
+    assert [c.split()[1] for c in commands] == ["train.py", "scripts/ship_model.py", "train.py",
+                                                "scripts/ship_model.py"]  # fmt: skip
+    assert commands[1].endswith(f"--name stage1 --out {dest}")  # the folder stage 2 started from
+    assert f"init_from={dest}" in commands[2]
+    assert commands[3].endswith(f"--name tiny --out {dest2} --evaluate")
+    refused = subprocess.run([*ship, str(dest2), "--name", "tiny", "--card-only", "--out", str(tmp_path / "y")],
+                             env=run_env(), capture_output=True, text=True)  # fmt: skip
+    assert (refused.returncode, refused.stderr.strip().count("\n")) == (2, 0)
+    assert "--card-only writes the card of the model folder RUN itself" in refused.stderr
+
     # --if-better writes nothing unless this stage beats the one it continued from on validation
     config = json.loads((dest / "config.json").read_text())
     ship2 = [*ship, str(out2), "--name", "tiny", "--if-better"]
