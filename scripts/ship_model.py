@@ -247,22 +247,21 @@ def shown_run(run: str | Path) -> str:
 def replay_commands(stages: list[dict], name: str, out: str) -> list[str]:
     """Every command that makes the model again, in order: each stage's training calls, then the
     ``ship_model.py`` call that writes the model folder the next stage starts from (its ``init_from=``:
-    a shipped model's name or a folder), and last the call that writes ``out`` as model ``name``."""
+    a shipped model's name or a folder), and last the call that writes ``out`` as model ``name``. The ship
+    calls pass ``--overwrite``: a checkout already has the shipped folders, and a replay writes them again."""
     lines: list[str] = []
-    written: set[str] = set()  # folders an earlier command wrote: writing one again needs --overwrite
     for i, stage in enumerate(stages):
         lines += [c.replace(f"{REPO}/", "") for c in _calls(stage)]  # as run here
         last = i == len(stages) - 1
         target = out if last else str(stages[i + 1].get("init_from") or "").replace(f"{REPO}/", "")
         if not target:
             continue
-        folder = target if "/" in target else f"dereverb/checkpoints/{target}"  # init_from=NAME: a shipped model
         argv = ["python", "scripts/ship_model.py", shown_run(stage.get("run", "RUN")), "--name"]
-        argv += [name, "--out", folder, "--evaluate"] if last else [Path(folder).name]
-        argv += ["--out", folder] if not last and folder == target else []
-        argv += ["--overwrite"] if folder in written else []
-        written.add(folder)
-        lines.append(shlex.join(argv))
+        if last:
+            argv += [name, "--out", target, "--evaluate"]
+        else:  # init_from=NAME is the shipped model NAME, written without --out
+            argv += [Path(target).name, *(["--out", target] if "/" in target else [])]
+        lines.append(shlex.join([*argv, "--overwrite"]))
     return lines
 
 
@@ -332,7 +331,8 @@ def model_card(name: str, config: dict, summary: dict, commands: dict[str, str])
     lines += curve_table(training["stages"], rate)
     lines += ["", "Commands, in order (each runs in the repository root; a resumed stage lists each of its "
               "calls, which train the same run folder; after each stage, `scripts/ship_model.py` writes the model "
-              "folder that the next stage continues from with `init_from=`):", "", "```bash"]  # fmt: skip
+              "folder that the next stage continues from with `init_from=`, replacing the one a checkout has):",
+              "", "```bash"]  # fmt: skip
     lines += [*replay_commands(training["stages"], name, commands["out"]), "```", "", "## Results", ""]
     lines += [f"Test set: {commands['data']} (its test split, {summary['n_utterances']} utterances); metrics at "
               f"{summary['metric_rate']} Hz, means; Δ with the 95 % confidence interval of the mean:",

@@ -64,11 +64,11 @@ def test_the_card_lists_the_ship_command_between_stages(ship):
     stages = [stage("a", None), stage("b", folder), stage("c", folder), stage("d", "m"), stage("e", "m")]
     assert ship.replay_commands(stages, "m-8k", "dereverb/checkpoints/m") == [
         "python train.py conf/dtcn.yaml name=a",
-        f"python scripts/ship_model.py results/a/1234 --name m --out {folder}",
+        f"python scripts/ship_model.py results/a/1234 --name m --out {folder} --overwrite",
         f"python train.py conf/dtcn.yaml name=b init_from={folder}",
         f"python scripts/ship_model.py results/b/1234 --name m --out {folder} --overwrite",
         f"python train.py conf/dtcn.yaml name=c init_from={folder}",
-        "python scripts/ship_model.py results/c/1234 --name m",  # init_from=m: the shipped model m
+        "python scripts/ship_model.py results/c/1234 --name m --overwrite",  # init_from=m: the shipped model m
         "python train.py conf/dtcn.yaml name=d init_from=m",
         "python scripts/ship_model.py results/d/1234 --name m --overwrite",
         "python train.py conf/dtcn.yaml name=e init_from=m",

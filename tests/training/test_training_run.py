@@ -250,9 +250,9 @@ def test_ship_model_evaluates_writes_the_card_and_chains_stages(smoke_run, pairs
     commands = card2.split("```bash\n")[1].split("```")[0].splitlines()
     assert [c.split()[1] for c in commands] == ["train.py", "scripts/ship_model.py", "train.py",
                                                 "scripts/ship_model.py"]  # fmt: skip
-    assert commands[1].endswith(f"--name stage1 --out {dest}")  # the folder stage 2 started from
+    assert commands[1].endswith(f"--name stage1 --out {dest} --overwrite")  # the folder stage 2 started from
     assert f"init_from={dest}" in commands[2]
-    assert commands[3].endswith(f"--name tiny --out {dest2} --evaluate")
+    assert commands[3].endswith(f"--name tiny --out {dest2} --evaluate --overwrite")
     refused = subprocess.run([*ship, str(dest2), "--name", "tiny", "--card-only", "--out", str(tmp_path / "y")],
                              env=run_env(), capture_output=True, text=True)  # fmt: skip
     assert (refused.returncode, refused.stderr.strip().count("\n")) == (2, 0)
