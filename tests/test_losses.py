@@ -1,4 +1,5 @@
-"""The training losses: known values, invariances, signs, shapes, padding, the STFT variant, gradients."""
+"""The training losses: known values, invariances, signs, shapes, padding, the STFT and STOI variants,
+gradients."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import pytest
 import torch
 
 from dereverb.config import CONF_DIR
-from dereverb.losses import LOSSES, MultiResolutionSTFTLoss, NegSISDR, NegSNR, SISDRPlusSTFT, length_mask
+from dereverb.losses import (
+    LOSSES,
+    MultiResolutionSTFTLoss,
+    NegSISDR,
+    NegSNR,
+    SISDRPlusSTFT,
+    SISDRPlusSTOI,
+    length_mask,
+)
 
 
 def _signals(batch: int = 3, samples: int = 4000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,6 +140,51 @@ def test_si_sdr_plus_stft_can_leave_the_level_free():
     free = SISDRPlusSTFT(stft_scale_invariant=True)
     torch.testing.assert_close(free(0.01 * est, ref), free(est, ref))
     assert not torch.allclose(SISDRPlusSTFT()(0.01 * est, ref), SISDRPlusSTFT()(est, ref))
+
+
+@pytest.mark.parametrize("extended", [False, True])
+def test_the_stoi_term_is_pystoi_and_leaves_the_level_free(extended):
+    """loss - (-SI-SDR) is -weight * STOI, as pystoi computes it, whatever the estimate's level."""
+    from pystoi import stoi
+
+    ref, noise = _signals(batch=2, samples=16000)  # 2 s at 8 kHz
+    ref, noise = ref.float(), noise.float()
+    est = ref + 0.7 * noise
+    loss = SISDRPlusSTOI(sample_rate=8000, stoi_weight=5.0, extended=extended)
+    term = (loss(est, ref) - NegSISDR()(est, ref)) / -5.0
+    expected = [stoi(r.numpy(), e.numpy(), 8000, extended=extended) for r, e in zip(ref, est, strict=True)]
+    expected = torch.tensor(expected, dtype=term.dtype)
+    torch.testing.assert_close(term, expected, rtol=0, atol=5e-3)  # torch_stoi resamples its own way
+    assert 0.2 < min(expected) < max(expected) < 0.95  # a partly intelligible estimate: the check has room
+    torch.testing.assert_close(loss(0.01 * est, ref), loss(est, ref), rtol=0, atol=1e-4)
+    assert (loss(ref + 0.2 * noise, ref) < loss(est, ref)).all()
+
+
+def test_the_stoi_loss_ignores_the_padding_and_skips_what_stoi_cannot_score():
+    (est, ref), zeros, garbage, lengths = _padded(samples=8000, end=5000)  # 1 s at 8 kHz; 0.625 s, then padding
+    loss = SISDRPlusSTOI(sample_rate=8000)
+    torch.testing.assert_close(loss(*garbage, lengths), loss(*zeros, lengths))
+    torch.testing.assert_close(loss(*garbage, lengths)[:1], loss(est[:1], ref[:1]))
+    assert (loss(*garbage, lengths) < NegSISDR()(*garbage, lengths) - 1).all()  # both have a STOI term
+    short = torch.tensor([1.0, 0.3])  # 0.3 s: SI-SDR only
+    value = loss(*garbage, short)
+    torch.testing.assert_close(value[1], NegSISDR()(*garbage, short)[1])
+    torch.testing.assert_close(value[0], loss(est[:1], ref[:1])[0])
+
+
+def test_training_on_the_stoi_loss_raises_stoi():
+    from pystoi import stoi
+
+    ref, noise = (x.float() for x in _signals(batch=1, samples=8000))
+    est = (ref + noise).requires_grad_()
+    loss_fn, optimizer = SISDRPlusSTOI(sample_rate=8000, stoi_weight=50.0), torch.optim.Adam([est], lr=1e-2)
+    before = stoi(ref[0].numpy(), est[0].detach().numpy(), 8000)
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss_fn(est, ref).sum().backward()
+        assert torch.isfinite(est.grad).all()
+        optimizer.step()
+    assert stoi(ref[0].numpy(), est[0].detach().numpy(), 8000) > before + 0.05
 
 
 def test_stft_loss_refuses_resolutions_of_different_counts():

@@ -274,7 +274,7 @@ class DereverbBrain(sb.Brain):
 
     def compute_objectives(self, predictions, batch, stage):
         target, lengths = batch.target
-        loss = self.hparams.loss(predictions, target, lengths)
+        loss = self.hparams.loss.to(predictions.device)(predictions, target, lengths)  # a loss may hold buffers
         if stage != sb.Stage.TRAIN and if_main_process():  # only the main process scores (see on_stage_end)
             for i, utt_id in enumerate(batch.id):
                 est = (_trim((predictions, lengths), i), _trim(batch.target, i), _trim(batch.reverberant, i))

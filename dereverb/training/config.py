@@ -209,7 +209,7 @@ def _check_imported(cfg: DictConfig) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"run.device: {device!r} but no CUDA device is available here (use run.device=cpu)")
     _check(cfg.loss.name in LOSSES, "loss.name", cfg.loss.name, "one of " + ", ".join(LOSSES))
-    _check_known_keys("loss", cfg.loss, {"name"} | _arguments(LOSSES[cfg.loss.name]))
+    _check_known_keys("loss", cfg.loss, {"name"} | _arguments(LOSSES[cfg.loss.name]) - {"sample_rate"})
     settings = data_settings(cfg.data, cfg.sample_rate)  # DataError naming the key
     for key in _DATA_FOLDERS:  # reported now, not after the imports
         if settings.get(key) is not None and not Path(settings[key]).is_dir():

@@ -10,6 +10,7 @@ checkpointer made.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import random
@@ -242,6 +243,17 @@ def build(cfg: DictConfig) -> Experiment:
         raise
 
 
+def build_loss(cfg: DictConfig) -> torch.nn.Module:
+    """The ``loss`` group's loss; one that takes a ``sample_rate`` gets the recipe's (not a loss key)."""
+    from dereverb.losses import LOSSES
+
+    cls = LOSSES[cfg.loss.name]
+    kwargs = {k: v for k, v in cfg.loss.items() if k != "name"}
+    if "sample_rate" in inspect.signature(cls).parameters:
+        kwargs["sample_rate"] = cfg.sample_rate
+    return cls(**kwargs)
+
+
 def _subset(dataset, n: int | None):
     return dataset if n is None or n >= len(dataset) else dataset.filtered_sorted(select_n=n)
 
@@ -254,12 +266,10 @@ def _build_locked(cfg, model, out: Path, run_opts: dict, lock, log_handler) -> E
     from speechbrain.utils.train_logger import FileTrainLogger
 
     from dereverb.data import build_datasets
-    from dereverb.losses import LOSSES
     from dereverb.training.brain import TRAIN_MODEL, AtomicCheckpointer, DereverbBrain
 
     r = cfg.run
     datasets = build_datasets(cfg.data, cfg.sample_rate, progress=r.progress)
-    loss_kwargs = {k: v for k, v in cfg.loss.items() if k != "name"}
     epoch_counter = sb.utils.epoch_loop.EpochCounter(r.epochs)
     lr_scheduler = ReduceLROnPlateau(
         lr_min=cfg.optim.min_lr, factor=cfg.optim.plateau_factor, patience=cfg.optim.plateau_patience
@@ -272,7 +282,7 @@ def _build_locked(cfg, model, out: Path, run_opts: dict, lock, log_handler) -> E
         out / "save", recoverables={**models, "counter": epoch_counter, "lr_scheduler": lr_scheduler}
     )
     hparams = {
-        "loss": LOSSES[cfg.loss.name](**loss_kwargs),
+        "loss": build_loss(cfg),
         "sample_rate": cfg.sample_rate,
         "best_key": r.best_key,
         "lr_scheduler": lr_scheduler,

@@ -153,6 +153,7 @@ def test_derived_configs_are_the_dtcn_recipe_with_their_own_settings(name, overr
         (["+model.dropout=0.1"], r"^model\.dropout: unknown key "),
         (["model=tcn", "+model.offset_groups=2"], r"^model\.offset_groups: unknown key "),  # a DTCN argument
         (["+loss.stft_weight=2"], r"^loss\.stft_weight: unknown key "),  # an argument of si_sdr_stft only
+        (["loss=si_sdr_stoi", "+loss.sample_rate=8000"], r"^loss\.sample_rate: unknown key "),  # the recipe's
     ],
 )
 def test_validate_refuses_bad_values_with_one_line_naming_the_key(overrides, match):
@@ -192,3 +193,13 @@ def test_validate_checks_the_data_settings():
     with pytest.raises(DataError, match=r"^data\.target=clean: this target is now called direct") as info:
         validate(compose("dtcn", ["data=folder", "data.root=/", "data.target=clean"]))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", PRIMARY)
+def test_a_loss_that_needs_the_sample_rate_gets_the_recipes(name):
+    from dereverb.training.experiment import build_loss
+
+    cfg = compose(name, ["loss=si_sdr_stoi", "loss.stoi_weight=3", "loss.extended=true"])
+    loss = build_loss(cfg)
+    assert (loss.stoi.sample_rate, loss.stoi_weight, loss.stoi.extended) == (cfg.sample_rate, 3.0, True)
+    assert build_loss(compose(name)).__class__.__name__ == "NegSISDR"
