@@ -205,7 +205,7 @@ class SISDRPlusSTOI(nn.Module):
         mask = length_mask(lengths, *estimate.shape, estimate.device, estimate.dtype)
         loss = self.si_sdr(estimate, target, lengths)
         scored = mask.sum(-1) >= STOI_MIN_SECONDS * self.stoi.sample_rate
-        if scored.any():  # float32: torch_stoi's filters are
+        if scored.any():  # in float32, the dtype of torch_stoi's filters
             est, ref = (estimate * mask)[scored].float(), (target * mask)[scored].float()
             term = self.stoi_weight * self.stoi(est, ref).to(loss.dtype)
             loss = loss.index_add(0, scored.nonzero().squeeze(1), term)

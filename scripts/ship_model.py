@@ -256,7 +256,7 @@ def replay_commands(stages: list[dict], name: str, out: str) -> list[str]:
         target = out if last else str(stages[i + 1].get("init_from") or "").replace(f"{REPO}/", "")
         if not target:
             continue
-        argv = ["python", "scripts/ship_model.py", shown_run(stage.get("run", "RUN")), "--name"]
+        argv = ["python", "scripts/ship_model.py", shown_run(stage["run"]), "--name"]
         if last:
             argv += [name, "--out", target, "--evaluate"]
         else:  # init_from=NAME is the shipped model NAME, written without --out

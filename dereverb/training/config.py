@@ -210,6 +210,10 @@ def _check_imported(cfg: DictConfig) -> None:
         raise ConfigError(f"run.device: {device!r} but no CUDA device is available here (use run.device=cpu)")
     _check(cfg.loss.name in LOSSES, "loss.name", cfg.loss.name, "one of " + ", ".join(LOSSES))
     _check_known_keys("loss", cfg.loss, {"name"} | _arguments(LOSSES[cfg.loss.name]) - {"sample_rate"})
+    for key in (k for k in cfg.loss if str(k).endswith("_weight")):  # a term's weight: >= 0, finite
+        value = cfg.loss[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf")
+        _check(ok, f"loss.{key}", value, "a finite number >= 0")
     settings = data_settings(cfg.data, cfg.sample_rate)  # DataError naming the key
     for key in _DATA_FOLDERS:  # reported now, not after the imports
         if settings.get(key) is not None and not Path(settings[key]).is_dir():

@@ -154,6 +154,9 @@ def test_derived_configs_are_the_dtcn_recipe_with_their_own_settings(name, overr
         (["model=tcn", "+model.offset_groups=2"], r"^model\.offset_groups: unknown key "),  # a DTCN argument
         (["+loss.stft_weight=2"], r"^loss\.stft_weight: unknown key "),  # an argument of si_sdr_stft only
         (["loss=si_sdr_stoi", "+loss.sample_rate=8000"], r"^loss\.sample_rate: unknown key "),  # the recipe's
+        (["loss=si_sdr_stoi", "loss.stoi_weight=-1"], r"^loss\.stoi_weight: -1 is not valid \(a finite number >= 0\)$"),
+        (["loss=si_sdr_stft", "loss.stft_weight=inf"], r"^loss\.stft_weight: inf is not valid "),
+        (["loss=si_sdr_stoi", "loss.stoi_weight=lots"], r"^loss\.stoi_weight: 'lots' is not valid "),
     ],
 )
 def test_validate_refuses_bad_values_with_one_line_naming_the_key(overrides, match):
