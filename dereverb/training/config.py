@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dereverb.errors import ConfigError
 
-__all__ = ["BEST_KEYS", "OPTIM_KEYS", "RUN_KEYS", "best_metric", "output_folder", "validate"]
+__all__ = ["BEST_KEYS", "OPTIM_KEYS", "RUN_KEYS", "best_metric", "config_keys", "output_folder", "validate"]
 
 BEST_KEYS = ("pesq", "stoi", "estoi", "si_sdr")
 """The validation scores ``run.best_key`` may keep the best checkpoint by."""
@@ -102,8 +102,14 @@ def _check_known_keys(group: str, keys, known) -> None:
         )
 
 
-def _arguments(cls) -> set[str]:
-    """The keyword arguments a model or loss class takes (its config keys)."""
+def config_keys(cls) -> set[str]:
+    """The keyword arguments a model or loss class takes: the config keys its group may set.
+
+    Example:
+        >>> from dereverb.losses import SISDRPlusSTOI
+        >>> sorted(config_keys(SISDRPlusSTOI))
+        ['extended', 'sample_rate', 'stoi_weight']
+    """
     return {
         name
         for name, p in inspect.signature(cls).parameters.items()
@@ -204,12 +210,12 @@ def _check_imported(cfg: DictConfig) -> None:
     from dereverb.models import DTCN, TCN
 
     model_class = {"dereverb.models.DTCN": DTCN, "dereverb.models.TCN": TCN}[cfg.model._target_]
-    _check_known_keys("model", cfg.model, {"_target_"} | _arguments(model_class))
+    _check_known_keys("model", cfg.model, {"_target_"} | config_keys(model_class))
     device = str(cfg.run.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"run.device: {device!r} but no CUDA device is available here (use run.device=cpu)")
     _check(cfg.loss.name in LOSSES, "loss.name", cfg.loss.name, "one of " + ", ".join(LOSSES))
-    _check_known_keys("loss", cfg.loss, {"name"} | _arguments(LOSSES[cfg.loss.name]) - {"sample_rate"})
+    _check_known_keys("loss", cfg.loss, {"name"} | config_keys(LOSSES[cfg.loss.name]) - {"sample_rate"})
     for key in (k for k in cfg.loss if str(k).endswith("_weight")):  # a term's weight: >= 0, finite
         value = cfg.loss[key]
         ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < float("inf")

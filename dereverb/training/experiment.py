@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from dereverb.errors import ConfigError
-from dereverb.training.config import _arguments, output_folder, validate
+from dereverb.training.config import config_keys, output_folder, validate
 from dereverb.training.lock import RunLock
 from dereverb.training.records import check_resume_compatible, write_run_records
 
@@ -248,7 +248,7 @@ def build_loss(cfg: DictConfig) -> torch.nn.Module:
 
     cls = LOSSES[cfg.loss.name]
     kwargs = {k: v for k, v in cfg.loss.items() if k != "name"}
-    if "sample_rate" in _arguments(cls):
+    if "sample_rate" in config_keys(cls):
         kwargs["sample_rate"] = cfg.sample_rate
     return cls(**kwargs)
 
